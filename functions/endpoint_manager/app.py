@@ -1,0 +1,48 @@
+"""MWAA status change -> create or remove the environment's customer-managed VPC endpoints."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mwaa_control.composition import endpoint_service
+from mwaa_control.endpoints import EndpointService
+from mwaa_control.errors import CrossAccountNotConfigured, InvalidEnvironmentReference
+from mwaa_control.events import environment_of
+from mwaa_control.observability import logger, metrics, tracer
+from mwaa_control.settings import EndpointSettings
+
+
+@cache
+def service() -> EndpointService:
+    return endpoint_service(EndpointSettings.from_env())
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        ref = environment_of(event)
+    except InvalidEnvironmentReference as error:
+        # Malformed or foreign events are dropped with a reason; retrying would not help.
+        logger.warning("ignored event", extra={"reason": str(error), "event_id": _event_id(event)})
+        metrics.add_metric(name="IgnoredEvents", unit=MetricUnit.Count, value=1)
+        return {"outcome": "ignored", "reason": str(error)}
+    logger.append_keys(environment_arn=ref.arn)
+    try:
+        result = service().reconcile(ref)
+    except CrossAccountNotConfigured as error:
+        logger.error("cannot read participant environment", extra={"reason": str(error)})
+        metrics.add_metric(name="IgnoredEvents", unit=MetricUnit.Count, value=1)
+        return {"outcome": "ignored", "environment_arn": ref.arn, "reason": str(error)}
+    logger.info("reconciled endpoints", extra={"result": result.summary()})
+    metrics.add_metric(name=f"Endpoints_{result.outcome}", unit=MetricUnit.Count, value=1)
+    return result.summary()
+
+
+def _event_id(event: Any) -> str | None:
+    return event.get("id") if isinstance(event, dict) and isinstance(event.get("id"), str) else None

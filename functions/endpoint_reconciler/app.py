@@ -1,0 +1,36 @@
+"""Scheduled polling fallback: reconcile every environment's endpoints, since events can be missed."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mwaa_control.composition import endpoint_service
+from mwaa_control.endpoints import EndpointService
+from mwaa_control.errors import FleetReconcileIncomplete
+from mwaa_control.observability import logger, metrics, tracer
+from mwaa_control.settings import EndpointSettings
+
+
+@cache
+def service() -> EndpointService:
+    return endpoint_service(EndpointSettings.from_env())
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    results = service().reconcile_fleet()
+    changed = [r for r in results if r.outcome in ("provisioned", "removed")]
+    metrics.add_metric(name="EnvironmentsReconciled", unit=MetricUnit.Count, value=len(results))
+    logger.info("fleet reconciled", extra={"environments": len(results), "changed": len(changed)})
+    failed = [r for r in results if r.outcome == "failed"]
+    if failed:
+        # Raising makes the function's Errors alarm page someone; the others were reconciled.
+        raise FleetReconcileIncomplete(f"{len(failed)} of {len(results)} environments failed: "
+                                       + "; ".join(f"{r.environment_arn}: {r.reason}" for r in failed))
+    return {"environments": len(results), "results": [r.summary() for r in results]}

@@ -1,0 +1,109 @@
+"""EC2 adapter: subnets, the interface endpoints we manage, and SQS endpoint policies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mwaa_control.endpoints import TAG_ENDPOINT_ROLE, TAG_ENVIRONMENT_ARN, TAG_MANAGED_BY
+from mwaa_control.errors import EndpointDeletionFailed, NetworkLayoutError
+from mwaa_control.models import ManagedEndpoint
+from mwaa_control.ports import SqsEndpoint
+
+# Endpoints in these states are gone or going; they neither satisfy MWAA nor need deleting.
+_GONE = {"deleting", "deleted", "rejected", "failed", "expired"}
+
+
+class Ec2EndpointNetwork:
+    def __init__(self, ec2: Any, *, deployment_id: str, region: str) -> None:
+        self._ec2 = ec2
+        self._deployment_id = deployment_id
+        self._region = region
+
+    def vpc_of_subnets(self, subnet_ids: Sequence[str]) -> str:
+        subnets = self._ec2.describe_subnets(SubnetIds=list(subnet_ids))["Subnets"]
+        vpcs = {s["VpcId"] for s in subnets}
+        if len(vpcs) != 1:
+            raise NetworkLayoutError(f"subnets {list(subnet_ids)} span {len(vpcs)} VPCs ({sorted(vpcs)})")
+        return vpcs.pop()
+
+    def _describe(self, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        paginator = self._ec2.get_paginator("describe_vpc_endpoints")
+        found: list[dict[str, Any]] = []
+        for page in paginator.paginate(Filters=filters):
+            found += [e for e in page["VpcEndpoints"] if e["State"].lower() not in _GONE]
+        return found
+
+    def managed_endpoints(self, environment_arn: str | None = None) -> list[ManagedEndpoint]:
+        filters = [{"Name": f"tag:{TAG_MANAGED_BY}", "Values": [self._deployment_id]}]
+        if environment_arn:
+            filters.append({"Name": f"tag:{TAG_ENVIRONMENT_ARN}", "Values": [environment_arn]})
+        result = []
+        for endpoint in self._describe(filters):
+            tags = {t["Key"]: t["Value"] for t in endpoint.get("Tags", [])}
+            # Filters narrow the call; the tags are checked again so a filter the API ignored
+            # can never make us delete someone else's endpoint.
+            if tags.get(TAG_MANAGED_BY) != self._deployment_id or TAG_ENVIRONMENT_ARN not in tags:
+                continue
+            if environment_arn and tags[TAG_ENVIRONMENT_ARN] != environment_arn:
+                continue
+            result.append(
+                ManagedEndpoint(
+                    endpoint_id=endpoint["VpcEndpointId"],
+                    vpc_id=endpoint["VpcId"],
+                    service_name=endpoint["ServiceName"],
+                    state=endpoint["State"],
+                    environment_arn=tags[TAG_ENVIRONMENT_ARN],
+                    role=tags.get(TAG_ENDPOINT_ROLE, "unknown"),
+                )
+            )
+        return result
+
+    def create_interface_endpoint(
+        self,
+        *,
+        vpc_id: str,
+        service_name: str,
+        subnet_ids: Sequence[str],
+        security_group_ids: Sequence[str],
+        tags: Mapping[str, str],
+        client_token: str,
+    ) -> str:
+        response = self._ec2.create_vpc_endpoint(
+            VpcEndpointType="Interface",
+            VpcId=vpc_id,
+            ServiceName=service_name,
+            SubnetIds=list(subnet_ids),
+            SecurityGroupIds=list(security_group_ids),
+            PrivateDnsEnabled=False,
+            ClientToken=client_token,
+            TagSpecifications=[
+                {"ResourceType": "vpc-endpoint", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+            ],
+        )
+        return str(response["VpcEndpoint"]["VpcEndpointId"])
+
+    def delete_endpoints(self, endpoint_ids: Sequence[str]) -> None:
+        if not endpoint_ids:
+            return
+        response = self._ec2.delete_vpc_endpoints(VpcEndpointIds=list(endpoint_ids))
+        failed = [u for u in response.get("Unsuccessful", []) if "NotFound" not in u["Error"]["Code"]]
+        if failed:
+            raise EndpointDeletionFailed(f"EC2 refused to delete endpoints: {failed}")
+
+    def sqs_endpoints(self, vpc_id: str) -> list[SqsEndpoint]:
+        endpoints = self._describe(
+            [
+                {"Name": "vpc-id", "Values": [vpc_id]},
+                {"Name": "service-name", "Values": [f"com.amazonaws.{self._region}.sqs"]},
+            ]
+        )
+        return [
+            SqsEndpoint(endpoint_id=e["VpcEndpointId"], policy=json.loads(e.get("PolicyDocument") or "{}"))
+            for e in endpoints
+            if e.get("VpcEndpointType", "Interface") == "Interface"
+        ]
+
+    def replace_endpoint_policy(self, endpoint_id: str, policy: Mapping[str, Any]) -> None:
+        self._ec2.modify_vpc_endpoint(VpcEndpointId=endpoint_id, PolicyDocument=json.dumps(policy))

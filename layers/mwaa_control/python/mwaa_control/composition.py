@@ -1,0 +1,30 @@
+"""Builds domain services from settings with their real adapters (used by handlers and the CLI)."""
+
+from __future__ import annotations
+
+from mwaa_control.adapters.clients import client
+from mwaa_control.adapters.ec2 import Ec2EndpointNetwork
+from mwaa_control.adapters.lock import DynamoDbLeaseLock
+from mwaa_control.adapters.mwaa import MwaaDirectory
+from mwaa_control.endpoints import EndpointService
+from mwaa_control.settings import EndpointSettings
+
+
+def endpoint_service(settings: EndpointSettings) -> EndpointService:
+    return EndpointService(
+        directory=MwaaDirectory(
+            account_id=settings.account_id,
+            region=settings.region,
+            participant_role_name=settings.participant_role_name,
+        ),
+        network=Ec2EndpointNetwork(
+            client("ec2", region=settings.region), deployment_id=settings.deployment_id, region=settings.region
+        ),
+        lock=DynamoDbLeaseLock(
+            client("dynamodb", region=settings.region),
+            settings.lock_table_name,
+            lease_seconds=settings.lock_lease_seconds,
+            wait_seconds=settings.lock_wait_seconds,
+        ),
+        deployment_id=settings.deployment_id,
+    )

@@ -1,0 +1,195 @@
+"""LocalCloud: moto + the MWAA emulator + in-process Lambda, built from template.yaml."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Self
+
+import boto3
+from botocore.handlers import BUILTIN_HANDLERS
+from moto import mock_aws
+from moto.ec2.exceptions import InvalidSubnetIdError
+from moto.ec2.models import ec2_backends
+
+from localcloud.clock import ManualClock
+from localcloud.eventbus import TemplateEventRouter
+from localcloud.lambdas import LocalLambda
+from localcloud.mwaa.emulator import MwaaEmulator, Timings
+from localcloud.mwaa.http import MwaaHttpFrontend
+from localcloud.template import functions, load_template, resources_of_type
+
+HOME_ACCOUNT = "123456789012"
+
+
+class LocalCloud:
+    """Use as a context manager; everything AWS inside it is local."""
+
+    def __init__(
+        self,
+        *,
+        region: str = "us-east-1",
+        stack_name: str = "mwaa-control",
+        parameters: dict[str, str] | None = None,
+        clock: ManualClock | None = None,
+        timings: Timings | None = None,
+    ) -> None:
+        self.region = region
+        self.account = HOME_ACCOUNT
+        self.stack_name = stack_name
+        self.parameters = parameters or {}
+        self.clock = clock or ManualClock()
+        self.timings = timings
+        self.template = load_template()
+        self.physical: dict[str, str] = {}
+        self._saved_env: dict[str, str | None] = {}
+        self._handlers: list[tuple[str, Any]] = []
+
+    # --- set-up ---------------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        self._set_env(
+            {
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_SESSION_TOKEN": "testing",
+                "AWS_DEFAULT_REGION": self.region,
+                "AWS_REGION": self.region,
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_METRICS_NAMESPACE": "MwaaControl",
+            }
+        )
+        self._mock = mock_aws(
+            config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+        )
+        self._mock.start()
+        self.emulator = MwaaEmulator(
+            self.clock, subnet_lookup=self._subnets, endpoints_exist=self._endpoints_exist, timings=self.timings
+        )
+        self.lambdas = LocalLambda(functions(self.template), self.account, self.region)
+        self._install("before-send.mwaa", MwaaHttpFrontend(self.emulator))
+        self._install("before-call.lambda.Invoke", self.lambdas.before_call)
+        self._deploy_resources()
+        self._set_env(self._function_environment())
+        self.events = TemplateEventRouter(
+            functions(self.template), self.client("lambda"), home_account=self.account
+        )
+        self.emulator.subscribe(self.events.publish)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for event_name, handler in self._handlers:
+            if (event_name, handler) in BUILTIN_HANDLERS:
+                BUILTIN_HANDLERS.remove((event_name, handler))
+        self._mock.stop()
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    def _install(self, event_name: str, handler: Any) -> None:
+        # New sessions pick handlers up from BUILTIN_HANDLERS (as moto's stubber does); the default
+        # session already exists after mock_aws starts, so it is registered there too.
+        BUILTIN_HANDLERS.append((event_name, handler))
+        self._handlers.append((event_name, handler))
+        if boto3.DEFAULT_SESSION is None:
+            boto3.setup_default_session()
+        assert boto3.DEFAULT_SESSION is not None
+        boto3.DEFAULT_SESSION._session.register(event_name, handler)
+
+    def _set_env(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        return boto3.session.Session().client(service, region_name=self.region, **kwargs)
+
+    def _deploy_resources(self) -> None:
+        ddb = self.client("dynamodb")
+        for logical_id, resource in resources_of_type(self.template, "AWS::DynamoDB::Table").items():
+            props = resource["Properties"]
+            name = f"{self.stack_name}-{logical_id}"
+            ddb.create_table(
+                TableName=name,
+                AttributeDefinitions=props["AttributeDefinitions"],
+                KeySchema=props["KeySchema"],
+                BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
+            )
+            self.physical[logical_id] = name
+        for logical_id in resources_of_type(self.template, "AWS::SQS::Queue"):
+            self.physical[logical_id] = self.client("sqs").create_queue(
+                QueueName=f"{self.stack_name}-{logical_id}"
+            )["QueueUrl"]
+        for logical_id in resources_of_type(self.template, "AWS::SNS::Topic"):
+            self.physical[logical_id] = self.client("sns").create_topic(
+                Name=f"{self.stack_name}-{logical_id}"
+            )["TopicArn"]
+
+    def resolve(self, value: Any) -> str:
+        """Resolve the intrinsic functions template environment variables use."""
+        if isinstance(value, str):
+            return value
+        if isinstance(value, dict) and "Ref" in value:
+            ref = str(value["Ref"])
+            pseudo = {"AWS::StackName": self.stack_name, "AWS::AccountId": self.account, "AWS::Region": self.region}
+            if ref in pseudo:
+                return pseudo[ref]
+            if ref in self.template.get("Parameters", {}):
+                return self.parameters.get(ref, str(self.template["Parameters"][ref].get("Default", "")))
+            return self.physical[ref]
+        raise ValueError(f"local cloud cannot resolve {value!r}")
+
+    def _function_environment(self) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for spec in functions(self.template).values():
+            for key, raw in spec.environment.items():
+                value = self.resolve(raw)
+                if merged.get(key, value) != value:
+                    raise ValueError(f"functions disagree on environment variable {key}")
+                merged[key] = value
+        return merged
+
+    # --- moto lookups the emulator needs (MWAA sees every account's shared subnets) --------
+    def _subnets(self, region: str, subnet_ids: list[str]) -> list[dict[str, str]]:
+        found = []
+        for account in list(ec2_backends.keys()):
+            backend = ec2_backends[account][region]
+            for subnet_id in subnet_ids:
+                try:
+                    subnet = backend.get_subnet(subnet_id)
+                except InvalidSubnetIdError:
+                    continue
+                found.append(
+                    {"SubnetId": subnet.id, "VpcId": subnet.vpc_id, "AvailabilityZone": subnet.availability_zone}
+                )
+        return found
+
+    def _endpoints_exist(self, region: str, vpc_id: str, service_names: set[str]) -> bool:
+        present: set[str] = set()
+        for account in list(ec2_backends.keys()):
+            for endpoint in ec2_backends[account][region].vpc_end_points.values():
+                if endpoint.vpc_id == vpc_id and endpoint.state == "available":
+                    present.add(endpoint.service_name)
+        return service_names <= present
+
+    # --- conveniences for tests and the demo ------------------------------------------------
+    @contextmanager
+    def participant(self, account: str) -> Iterator[boto3.session.Session]:
+        """A session in another account (moto maps assumed-role keys to that account)."""
+        sts = self.client("sts")
+        creds = sts.assume_role(
+            RoleArn=f"arn:aws:iam::{account}:role/mwaa-admin", RoleSessionName="participant"
+        )["Credentials"]
+        yield boto3.session.Session(
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+            region_name=self.region,
+        )
+
+    def run_schedule(self, function: str) -> Any:
+        event = {"source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}}
+        return self.lambdas.invoke(function, event)
+

@@ -1,0 +1,478 @@
+"""State and lifecycle of emulated MWAA environments.
+
+Behaviour follows the MWAA API (2020-07-01) and user guide as recorded in shared/docs/mwaa-facts.md:
+CREATING -> AVAILABLE, or with customer-managed endpoints CREATING -> PENDING -> (interface endpoints
+to its services exist in its VPC) CREATING -> AVAILABLE, PENDING for 72 h -> CREATE_FAILED, and
+DELETING -> DELETED. Every transition emits an "MWAA Environment Status Change" event.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import secrets
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from localcloud.clock import ManualClock
+
+CREATABLE_VERSIONS = ("2.7.2", "2.8.1", "2.9.2", "2.10.1", "2.10.3", "2.11.0", "3.0.6")
+RETIRED_VERSIONS = ("1.10.12", "2.0.2", "2.2.2", "2.4.3", "2.5.1", "2.6.3")
+DEFAULT_VERSION = "2.11.0"
+ENVIRONMENT_CLASSES = ("mw1.micro", "mw1.small", "mw1.medium", "mw1.large", "mw1.xlarge", "mw1.2xlarge")
+LOG_MODULES = ("DagProcessingLogs", "SchedulerLogs", "TaskLogs", "WebserverLogs", "WorkerLogs")
+CREATE_KEYS = {
+    "ExecutionRoleArn", "SourceBucketArn", "DagS3Path", "NetworkConfiguration", "PluginsS3Path",
+    "PluginsS3ObjectVersion", "RequirementsS3Path", "RequirementsS3ObjectVersion", "StartupScriptS3Path",
+    "StartupScriptS3ObjectVersion", "AirflowConfigurationOptions", "EnvironmentClass", "MaxWorkers",
+    "KmsKey", "AirflowVersion", "LoggingConfiguration", "WeeklyMaintenanceWindowStart", "Tags",
+    "WebserverAccessMode", "MinWorkers", "Schedulers", "EndpointManagement", "MinWebservers",
+    "MaxWebservers",
+}
+UPDATE_KEYS = CREATE_KEYS - {"KmsKey", "Tags", "EndpointManagement"}
+NAME = re.compile(r"^[a-zA-Z][0-9a-zA-Z_-]{0,79}$")
+QUOTA_PER_REGION = 10
+STATUS_CHANGE = "MWAA Environment Status Change"
+
+
+class MwaaApiError(Exception):
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def _validation(message: str) -> MwaaApiError:
+    return MwaaApiError("ValidationException", message, 400)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """How long each phase takes on the emulator's clock."""
+
+    until_pending: timedelta = timedelta(minutes=5)
+    creating: timedelta = timedelta(minutes=25)
+    after_endpoints: timedelta = timedelta(minutes=15)
+    pending_timeout: timedelta = timedelta(hours=72)
+    deleting: timedelta = timedelta(minutes=15)
+    updating: timedelta = timedelta(minutes=20)
+
+
+@dataclass
+class EmulatedEnvironment:
+    account: str
+    region: str
+    name: str
+    config: dict[str, Any]
+    created_at: datetime
+    status: str = "CREATING"
+    status_since: datetime | None = None
+    vpc_id: str = ""
+    endpoints_ready: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+    last_update: dict[str, Any] | None = None
+    pending_update: dict[str, Any] | None = None
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    database_service: str = field(default_factory=lambda: f"vpce-svc-{secrets.token_hex(9)[:17]}")
+    webserver_service: str = field(default_factory=lambda: f"vpce-svc-{secrets.token_hex(9)[:17]}")
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:airflow:{self.region}:{self.account}:environment/{self.name}"
+
+    @property
+    def customer_endpoints(self) -> bool:
+        return bool(self.config.get("EndpointManagement") == "CUSTOMER")
+
+    @property
+    def private_webserver(self) -> bool:
+        return bool(self.config.get("WebserverAccessMode", "PRIVATE_ONLY") == "PRIVATE_ONLY")
+
+    def service_names(self) -> dict[str, str]:
+        prefix = f"com.amazonaws.vpce.{self.region}."
+        names = {"database": prefix + self.database_service}
+        if self.private_webserver:
+            names["webserver"] = prefix + self.webserver_service
+        return names
+
+    @property
+    def celery_queue(self) -> str:
+        return f"arn:aws:sqs:{self.region}:{_service_account(self.region)}:airflow-celery-{self.token[:12]}"
+
+    def describe(self) -> dict[str, Any]:
+        """The Environment structure of GetEnvironment."""
+        host = f"{self.token}{'-vpce' if self.private_webserver else ''}.c1.{self.region}.airflow.amazonaws.com"
+        env: dict[str, Any] = {
+            "Name": self.name,
+            "Status": self.status,
+            "Arn": self.arn,
+            "CreatedAt": self.created_at.timestamp(),
+            "WebserverUrl": host,
+            "ServiceRoleArn": f"arn:aws:iam::{self.account}:role/aws-service-role/airflow.amazonaws.com/"
+            "AWSServiceRoleForAmazonMWAA",
+            "AirflowVersion": self.config.get("AirflowVersion", DEFAULT_VERSION),
+            "EnvironmentClass": self.config.get("EnvironmentClass", "mw1.small"),
+            "MaxWorkers": self.config.get("MaxWorkers", 10),
+            "MinWorkers": self.config.get("MinWorkers", 1),
+            "Schedulers": self.config.get("Schedulers", 2),
+            "MinWebservers": self.config.get("MinWebservers", 2),
+            "MaxWebservers": self.config.get("MaxWebservers", 2),
+            "WebserverAccessMode": self.config.get("WebserverAccessMode", "PRIVATE_ONLY"),
+            "EndpointManagement": self.config.get("EndpointManagement", "SERVICE"),
+            "WeeklyMaintenanceWindowStart": self.config.get("WeeklyMaintenanceWindowStart", "SUN:03:30"),
+            "LoggingConfiguration": self._logging(),
+            "Tags": dict(self.tags),
+            "CeleryExecutorQueue": self.celery_queue,
+        }
+        for key in (
+            "ExecutionRoleArn", "SourceBucketArn", "DagS3Path", "NetworkConfiguration", "PluginsS3Path",
+            "PluginsS3ObjectVersion", "RequirementsS3Path", "RequirementsS3ObjectVersion",
+            "StartupScriptS3Path", "StartupScriptS3ObjectVersion", "AirflowConfigurationOptions", "KmsKey",
+        ):
+            if key in self.config:
+                env[key] = copy.deepcopy(self.config[key])
+        if self.customer_endpoints:
+            services = self.service_names()
+            env["DatabaseVpcEndpointService"] = services["database"]
+            if "webserver" in services:
+                env["WebserverVpcEndpointService"] = services["webserver"]
+        if self.last_update:
+            env["LastUpdate"] = copy.deepcopy(self.last_update)
+        return env
+
+    def _logging(self) -> dict[str, Any]:
+        requested = self.config.get("LoggingConfiguration", {})
+        result = {}
+        for module in LOG_MODULES:
+            settings = requested.get(module, {"Enabled": module == "TaskLogs", "LogLevel": "INFO"})
+            out = {"Enabled": settings["Enabled"], "LogLevel": settings["LogLevel"]}
+            if settings["Enabled"]:
+                out["CloudWatchLogGroupArn"] = (
+                    f"arn:aws:logs:{self.region}:{self.account}:log-group:airflow-{self.name}-"
+                    f"{module.removesuffix('Logs')}"
+                )
+            result[module] = out
+        return result
+
+
+def _service_account(region: str) -> str:
+    # MWAA's Celery queues live in a service-owned account.
+    return "210987654321"
+
+
+EventMode = Literal["deliver", "drop", "duplicate"]
+EndpointLookup = Callable[[str, str, set[str]], bool]
+SubnetLookup = Callable[[str, list[str]], list[dict[str, str]]]
+
+
+@dataclass
+class Fault:
+    code: str
+    status: int
+    message: str
+    remaining: int
+
+
+class MwaaEmulator:
+    """Environments per (account, region), a lifecycle on a manual clock, events on every change."""
+
+    def __init__(
+        self,
+        clock: ManualClock,
+        *,
+        subnet_lookup: SubnetLookup,
+        endpoints_exist: EndpointLookup,
+        timings: Timings | None = None,
+    ) -> None:
+        self.clock = clock
+        self.timings = timings or Timings()
+        self.event_mode: EventMode = "deliver"
+        self.emitted: list[dict[str, Any]] = []
+        self.calls: list[tuple[str, str]] = []
+        self._subnet_lookup = subnet_lookup
+        self._endpoints_exist = endpoints_exist
+        self._environments: dict[tuple[str, str, str], EmulatedEnvironment] = {}
+        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
+        self._faults: dict[str, list[Fault]] = {}
+        self._lock = threading.RLock()
+        self._outbox: list[dict[str, Any]] = []
+        clock.on_advance(self.tick)
+
+    # --- test controls -------------------------------------------------------------------
+    def subscribe(self, subscriber: Callable[[dict[str, Any]], None]) -> None:
+        self._subscribers.append(subscriber)
+
+    def inject_fault(
+        self, operation: str, code: str = "ThrottlingException", *, status: int = 429, times: int = 1,
+        message: str = "Rate exceeded",
+    ) -> None:
+        with self._lock:
+            self._faults.setdefault(operation, []).append(Fault(code, status, message, times))
+
+    def environment(self, account: str, region: str, name: str) -> EmulatedEnvironment | None:
+        return self._environments.get((account, region, name))
+
+    # --- API -----------------------------------------------------------------------------
+    def call(self, operation: str, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Run one API operation; raises MwaaApiError as the service would answer."""
+        try:
+            with self._lock:
+                self.calls.append((operation, params.get("Name", "")))
+                self._raise_injected(operation)
+                self._advance_lifecycles()
+                handler = getattr(self, f"_op_{operation}", None)
+                if handler is None:
+                    raise MwaaApiError("InternalServerException", f"{operation} is not emulated", 500)
+                result: dict[str, Any] = handler(account, region, params)
+                return result
+        finally:
+            self._flush()
+
+    def tick(self) -> None:
+        with self._lock:
+            self._advance_lifecycles()
+        self._flush()
+
+    def _raise_injected(self, operation: str) -> None:
+        faults = self._faults.get(operation, [])
+        if faults:
+            fault = faults[0]
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                faults.pop(0)
+            raise MwaaApiError(fault.code, fault.message, fault.status)
+
+    def _get(self, account: str, region: str, name: str) -> EmulatedEnvironment:
+        env = self._environments.get((account, region, name))
+        if env is None:
+            raise MwaaApiError("ResourceNotFoundException", f"Environment {name} not found", 404)
+        return env
+
+    def _op_CreateEnvironment(self, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        name = params.pop("Name")
+        if not NAME.match(name):
+            raise _validation(f"Invalid environment name {name!r}")
+        if (account, region, name) in self._environments:
+            raise _validation(f"An environment named {name} already exists")
+        if sum(1 for k in self._environments if k[:2] == (account, region)) >= QUOTA_PER_REGION:
+            raise _validation(f"Environment quota of {QUOTA_PER_REGION} per region reached")
+        unknown = set(params) - CREATE_KEYS
+        if unknown:
+            raise _validation(f"Unknown parameters: {sorted(unknown)}")
+        for required in ("ExecutionRoleArn", "SourceBucketArn", "DagS3Path", "NetworkConfiguration"):
+            if not params.get(required):
+                raise _validation(f"{required} is required")
+        self._validate_common(params)
+        tags = params.pop("Tags", {}) or {}
+        bad = [k for k in tags if k.lower().startswith("aws:")]
+        if bad:
+            raise _validation(f"Tag keys starting with 'aws:' are reserved: {bad}")
+        vpc_id = self._validate_network(account, region, params["NetworkConfiguration"])
+        version = params.get("AirflowVersion", DEFAULT_VERSION)
+        if version in RETIRED_VERSIONS:
+            raise _validation(f"Airflow version {version} is no longer supported for new environments")
+        if version not in CREATABLE_VERSIONS:
+            raise _validation(f"Invalid AirflowVersion {version!r}; supported: {', '.join(CREATABLE_VERSIONS)}")
+        now = self.clock.now()
+        env = EmulatedEnvironment(
+            account=account, region=region, name=name, config=params, created_at=now,
+            status_since=now, vpc_id=vpc_id, tags=dict(tags),
+        )
+        self._environments[(account, region, name)] = env
+        self._emit(env, previous=None)
+        return {"Arn": env.arn}
+
+    def _validate_common(self, params: dict[str, Any]) -> None:
+        for key in ("PluginsS3Path", "RequirementsS3Path", "StartupScriptS3Path", "PluginsS3ObjectVersion",
+                    "RequirementsS3ObjectVersion", "StartupScriptS3ObjectVersion"):
+            if key in params and not params[key]:
+                raise _validation(f"{key} must not be empty")
+        if "EnvironmentClass" in params and params["EnvironmentClass"] not in ENVIRONMENT_CLASSES:
+            raise _validation(f"Invalid EnvironmentClass {params['EnvironmentClass']!r}")
+        if params.get("WebserverAccessMode", "PRIVATE_ONLY") not in ("PRIVATE_ONLY", "PUBLIC_ONLY"):
+            raise _validation(f"Invalid WebserverAccessMode {params['WebserverAccessMode']!r}")
+        if params.get("EndpointManagement", "SERVICE") not in ("CUSTOMER", "SERVICE"):
+            raise _validation(f"Invalid EndpointManagement {params['EndpointManagement']!r}")
+        min_w, max_w = params.get("MinWorkers", 1), params.get("MaxWorkers", 10)
+        if not 1 <= min_w <= max_w <= 25:
+            raise _validation("Workers must satisfy 1 <= MinWorkers <= MaxWorkers <= 25")
+        if not 1 <= params.get("Schedulers", 2) <= 5:
+            raise _validation("Schedulers must be between 1 and 5")
+        logging = params.get("LoggingConfiguration", {})
+        for module, settings in logging.items():
+            if module not in LOG_MODULES or set(settings) != {"Enabled", "LogLevel"}:
+                raise _validation(f"LoggingConfiguration.{module} takes exactly Enabled and LogLevel")
+
+    def _validate_network(self, account: str, region: str, network: dict[str, Any]) -> str:
+        subnet_ids = network.get("SubnetIds", [])
+        if len(subnet_ids) != 2:
+            raise _validation("NetworkConfiguration.SubnetIds must contain exactly 2 subnets")
+        if not 1 <= len(network.get("SecurityGroupIds", [])) <= 5:
+            raise _validation("NetworkConfiguration.SecurityGroupIds must contain 1 to 5 security groups")
+        subnets = self._subnet_lookup(region, subnet_ids)
+        if len(subnets) != 2:
+            raise _validation(f"Subnets not found: {sorted(set(subnet_ids) - {s['SubnetId'] for s in subnets})}")
+        if len({s["VpcId"] for s in subnets}) != 1:
+            raise _validation("Both subnets must be in the same VPC")
+        if len({s["AvailabilityZone"] for s in subnets}) != 2:
+            raise _validation("The subnets must be in two different Availability Zones")
+        return subnets[0]["VpcId"]
+
+    def _op_GetEnvironment(self, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        return {"Environment": self._get(account, region, params["Name"]).describe()}
+
+    def _op_ListEnvironments(self, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        size = int(params.get("MaxResults", 25))
+        if not 1 <= size <= 25:
+            raise _validation("MaxResults must be between 1 and 25")
+        names = sorted(n for (a, r, n) in self._environments if (a, r) == (account, region))
+        start = int(params.get("NextToken") or 0)
+        page = {"Environments": names[start : start + size]}
+        if start + size < len(names):
+            page["NextToken"] = str(start + size)
+        return page
+
+    def _op_DeleteEnvironment(self, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        env = self._get(account, region, params["Name"])
+        if env.status in ("CREATING", "UPDATING", "DELETING", "CREATING_SNAPSHOT", "ROLLING_BACK"):
+            raise _validation(f"Environment {env.name} cannot be deleted while {env.status}")
+        self._transition(env, "DELETING")
+        return {}
+
+    def _op_UpdateEnvironment(self, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        env = self._get(account, region, params.pop("Name"))
+        if env.status == "CREATE_FAILED":
+            raise _validation("Environments in CREATE_FAILED cannot be updated, only deleted")
+        if env.status not in ("AVAILABLE", "UPDATE_FAILED"):
+            raise _validation(f"Environment {env.name} cannot be updated while {env.status}")
+        unknown = set(params) - UPDATE_KEYS
+        if unknown:
+            raise _validation(f"Unknown parameters: {sorted(unknown)}")
+        self._validate_common({**env.config, **params})
+        env.pending_update = params
+        env.last_update = {"Status": "PENDING", "CreatedAt": self.clock.now().timestamp(), "Source": "Customer"}
+        self._transition(env, "UPDATING")
+        return {"Arn": env.arn}
+
+    def _arn_target(self, account: str, region: str, arn: str) -> EmulatedEnvironment:
+        match = re.match(r"^arn:aws:airflow:([a-z0-9-]+):(\d{12}):environment/(.+)$", arn)
+        if not match:
+            raise _validation(f"Invalid resource ARN {arn!r}")
+        return self._get(match.group(2), match.group(1), match.group(3))
+
+    def _op_ListTagsForResource(self, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        return {"Tags": dict(self._arn_target(account, region, params["ResourceArn"]).tags)}
+
+    def _op_TagResource(self, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        env = self._arn_target(account, region, params["ResourceArn"])
+        tags = params.get("Tags", {})
+        if any(k.lower().startswith("aws:") for k in tags):
+            raise _validation("Tag keys starting with 'aws:' are reserved")
+        env.tags.update(tags)
+        return {}
+
+    def _op_UntagResource(self, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        env = self._arn_target(account, region, params["ResourceArn"])
+        for key in params.get("tagKeys", []):
+            env.tags.pop(key, None)
+        return {}
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def _advance_lifecycles(self) -> None:
+        now = self.clock.now()
+        for key, env in list(self._environments.items()):
+            for _ in range(6):  # several phases may have elapsed since the last look
+                if not self._step(env, now):
+                    break
+            if env.status == "DELETED":
+                del self._environments[key]
+
+    def _step(self, env: EmulatedEnvironment, now: datetime) -> bool:
+        since = env.status_since or env.created_at
+        elapsed = now - since
+        t = self.timings
+        if env.status == "CREATING":
+            if env.customer_endpoints and not env.endpoints_ready:
+                if elapsed >= t.until_pending:
+                    self._transition(env, "PENDING", at=since + t.until_pending)
+                    return True
+                return False
+            duration = t.after_endpoints if env.customer_endpoints else t.creating
+            if elapsed >= duration:
+                self._transition(env, "AVAILABLE", at=since + duration)
+                return True
+        elif env.status == "PENDING":
+            if self._endpoints_exist(env.region, env.vpc_id, set(env.service_names().values())):
+                env.endpoints_ready = True
+                self._transition(env, "CREATING", at=now)
+                return True
+            if elapsed >= t.pending_timeout:
+                self._transition(env, "CREATE_FAILED", at=since + t.pending_timeout)
+                return True
+        elif env.status == "DELETING" and elapsed >= t.deleting:
+            self._transition(env, "DELETED", at=since + t.deleting)
+            return True
+        elif env.status == "UPDATING" and elapsed >= t.updating:
+            env.config.update(env.pending_update or {})
+            env.pending_update = None
+            if env.last_update:
+                env.last_update["Status"] = "SUCCESS"
+            self._transition(env, "AVAILABLE", at=since + t.updating)
+            return True
+        return False
+
+    def _transition(self, env: EmulatedEnvironment, status: str, at: datetime | None = None) -> None:
+        previous = env.status
+        env.status = status
+        env.status_since = at or self.clock.now()
+        self._emit(env, previous=previous)
+
+    def _emit(self, env: EmulatedEnvironment, previous: str | None) -> None:
+        described = env.describe()
+        detail = {
+            "name": env.name,
+            "status": env.status,
+            "previousStatus": previous,
+            "airflowVersion": described["AirflowVersion"],
+            "environmentClass": described["EnvironmentClass"],
+            "webserverAccessMode": described["WebserverAccessMode"],
+            "endpointManagement": described["EndpointManagement"],
+            "subnetIds": described["NetworkConfiguration"]["SubnetIds"],
+            "securityGroupIds": described["NetworkConfiguration"]["SecurityGroupIds"],
+            "celeryExecutorQueue": described["CeleryExecutorQueue"],
+        }
+        for key, camel in (("DatabaseVpcEndpointService", "databaseVpcEndpointService"),
+                           ("WebserverVpcEndpointService", "webserverVpcEndpointService")):
+            if key in described:
+                detail[camel] = described[key]
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": STATUS_CHANGE,
+            "source": "aws.airflow",
+            "account": env.account,
+            "time": (env.status_since or self.clock.now()).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": env.region,
+            "resources": [env.arn],
+            "detail": detail,
+        }
+        self.emitted.append(event)
+        if self.event_mode == "drop":
+            return
+        self._outbox.append(event)
+        if self.event_mode == "duplicate":
+            self._outbox.append(copy.deepcopy(event))
+
+    def _flush(self) -> None:
+        while True:
+            with self._lock:
+                if not self._outbox:
+                    return
+                event = self._outbox.pop(0)
+            for subscriber in list(self._subscribers):
+                subscriber(event)

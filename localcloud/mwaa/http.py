@@ -1,0 +1,77 @@
+"""The MWAA emulator behind the real boto3 client: a botocore ``before-send`` handler that answers
+REST-JSON requests for the ``airflow`` endpoints, so botocore's own serialisation, validation,
+retries and response/error parsing all run as they would against AWS. Step Functions' aws-sdk:mwaa
+tasks reach it the same way, since moto's interpreter calls through boto3."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+from moto.core.botocore_stubber import MockRawResponse
+from moto.iam.models import get_account_id_from
+
+from localcloud.mwaa.emulator import MwaaApiError, MwaaEmulator
+
+_HOST = re.compile(r"^(?:api|env)\.airflow\.(?P<region>[a-z0-9-]+)\.amazonaws\.com$")
+_CREDENTIAL = re.compile(r"Credential=(?P<key>[^/]+)/\d{8}/(?P<region>[^/]+)/")
+_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    ("PUT", re.compile(r"^/environments/(?P<Name>[^/]+)$"), "CreateEnvironment"),
+    ("GET", re.compile(r"^/environments/(?P<Name>[^/]+)$"), "GetEnvironment"),
+    ("PATCH", re.compile(r"^/environments/(?P<Name>[^/]+)$"), "UpdateEnvironment"),
+    ("DELETE", re.compile(r"^/environments/(?P<Name>[^/]+)$"), "DeleteEnvironment"),
+    ("GET", re.compile(r"^/environments$"), "ListEnvironments"),
+    ("GET", re.compile(r"^/tags/(?P<ResourceArn>.+)$"), "ListTagsForResource"),
+    ("POST", re.compile(r"^/tags/(?P<ResourceArn>.+)$"), "TagResource"),
+    ("DELETE", re.compile(r"^/tags/(?P<ResourceArn>.+)$"), "UntagResource"),
+    ("POST", re.compile(r"^/clitoken/(?P<Name>[^/]+)$"), "CreateCliToken"),
+    ("POST", re.compile(r"^/webtoken/(?P<Name>[^/]+)$"), "CreateWebLoginToken"),
+    ("POST", re.compile(r"^/restapi/(?P<Name>[^/]+)$"), "InvokeRestApi"),
+]
+
+
+class MwaaHttpFrontend:
+    def __init__(self, emulator: MwaaEmulator) -> None:
+        self.emulator = emulator
+
+    def __call__(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
+        url = urlsplit(request.url)
+        host = _HOST.match(url.hostname or "")
+        if not host:
+            return None
+        status, body = self.handle(request.method or "GET", url.path, url.query, request.headers, request.body)
+        headers = {"Content-Type": "application/json", "x-amzn-RequestId": "emulated"}
+        if status >= 300:
+            headers["x-amzn-ErrorType"] = body.get("__type", "")
+        return AWSResponse(request.url, status, headers, MockRawResponse(json.dumps(body)))  # type: ignore[arg-type]
+
+    def handle(
+        self, method: str, path: str, query: str, headers: Any, body: bytes | str | None
+    ) -> tuple[int, dict[str, Any]]:
+        auth = headers.get("Authorization", "")
+        if isinstance(auth, bytes):
+            auth = auth.decode()
+        credential = _CREDENTIAL.search(auth)
+        if not credential:
+            return 403, {"__type": "AccessDeniedException", "message": "Missing SigV4 credentials"}
+        account = get_account_id_from(credential.group("key"))
+        region = credential.group("region")
+        for route_method, pattern, operation in _ROUTES:
+            match = pattern.match(path)
+            if route_method == method and match:
+                break
+        else:
+            return 404, {"__type": "ResourceNotFoundException", "message": f"No route for {method} {path}"}
+        params: dict[str, Any] = {k: unquote(v) for k, v in match.groupdict().items()}
+        raw = body.decode() if isinstance(body, bytes) else (body or "")
+        if raw:
+            params.update(json.loads(raw))
+        for key, values in parse_qs(query).items():
+            params[key] = values if key == "tagKeys" else values[0]
+        try:
+            return 200, self.emulator.call(operation, account, region, params)
+        except MwaaApiError as error:
+            return error.status, {"__type": error.code, "message": error.message}
