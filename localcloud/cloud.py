@@ -45,6 +45,7 @@ class LocalCloud:
         self.physical: dict[str, str] = {}
         self._saved_env: dict[str, str | None] = {}
         self._handlers: list[tuple[str, Any]] = []
+        self._session: boto3.session.Session | None = None
 
     # --- set-up ---------------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -104,7 +105,9 @@ class LocalCloud:
             os.environ[key] = value
 
     def client(self, service: str, **kwargs: Any) -> Any:
-        return boto3.session.Session().client(service, region_name=self.region, **kwargs)
+        if self._session is None:
+            self._session = boto3.session.Session()
+        return self._session.client(service, region_name=self.region, **kwargs)
 
     def _deploy_resources(self) -> None:
         ddb = self.client("dynamodb")

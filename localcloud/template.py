@@ -4,6 +4,8 @@ schedules and tables."""
 
 from __future__ import annotations
 
+import copy
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,11 @@ class FunctionSpec:
 
 
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    return copy.deepcopy(_parsed(path, path.stat().st_mtime))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(path: Path, mtime: float) -> dict[str, Any]:
     loaded: dict[str, Any] = cfn_yaml.load(str(path))
     return loaded
 

@@ -1,0 +1,102 @@
+"""In-memory stand-ins for the domain's ports (the domain is tested without AWS)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from mwaa_control.models import Environment, EnvironmentRef, ManagedEndpoint
+from mwaa_control.ports import SqsEndpoint
+
+
+class FakeDirectory:
+    def __init__(self, *environments: Environment) -> None:
+        self.environments = {e.arn: e for e in environments}
+
+    def get_environment(self, ref: EnvironmentRef) -> Environment | None:
+        return self.environments.get(ref.arn)
+
+    def list_environments(self) -> Iterator[EnvironmentRef]:
+        for environment in self.environments.values():
+            yield environment.ref
+
+
+class FakeNetwork:
+    def __init__(self, subnets: Mapping[str, str], deployment_id: str = "stack") -> None:
+        self.subnets = dict(subnets)
+        self.endpoints: dict[str, dict[str, Any]] = {}
+        self.sqs: dict[str, SqsEndpoint] = {}
+        self.sqs_vpc: dict[str, str] = {}
+        self.deployment_id = deployment_id
+        self.calls: list[str] = []
+        self._ids = itertools.count(1)
+
+    def vpc_of_subnets(self, subnet_ids: Sequence[str]) -> str:
+        vpcs = {self.subnets[s] for s in subnet_ids}
+        assert len(vpcs) == 1
+        return vpcs.pop()
+
+    def managed_endpoints(self, environment_arn: str | None = None) -> list[ManagedEndpoint]:
+        return [
+            ManagedEndpoint(
+                endpoint_id=eid,
+                vpc_id=e["vpc_id"],
+                service_name=e["service_name"],
+                state="available",
+                environment_arn=e["tags"]["mwaa-control:environment-arn"],
+                role=e["tags"]["mwaa-control:endpoint-role"],
+            )
+            for eid, e in self.endpoints.items()
+            if e["tags"].get("mwaa-control:managed-by") == self.deployment_id
+            and (environment_arn is None or e["tags"]["mwaa-control:environment-arn"] == environment_arn)
+        ]
+
+    def create_interface_endpoint(
+        self,
+        *,
+        vpc_id: str,
+        service_name: str,
+        subnet_ids: Sequence[str],
+        security_group_ids: Sequence[str],
+        tags: Mapping[str, str],
+        client_token: str,
+    ) -> str:
+        self.calls.append(f"create {service_name}")
+        endpoint_id = f"vpce-{next(self._ids):04d}"
+        self.endpoints[endpoint_id] = {
+            "vpc_id": vpc_id,
+            "service_name": service_name,
+            "subnet_ids": list(subnet_ids),
+            "security_group_ids": list(security_group_ids),
+            "tags": dict(tags),
+            "client_token": client_token,
+        }
+        return endpoint_id
+
+    def delete_endpoints(self, endpoint_ids: Sequence[str]) -> None:
+        self.calls.append(f"delete {sorted(endpoint_ids)}")
+        for endpoint_id in endpoint_ids:
+            del self.endpoints[endpoint_id]
+
+    def sqs_endpoints(self, vpc_id: str) -> list[SqsEndpoint]:
+        return [e for eid, e in self.sqs.items() if self.sqs_vpc[eid] == vpc_id]
+
+    def replace_endpoint_policy(self, endpoint_id: str, policy: Mapping[str, Any]) -> None:
+        self.calls.append(f"policy {endpoint_id}")
+        self.sqs[endpoint_id] = SqsEndpoint(endpoint_id=endpoint_id, policy=dict(policy))
+
+
+class FakeLock:
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self.held: list[str] = []
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            self.held.append(key)
+            yield
