@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any, Self
 
 import boto3
@@ -191,6 +192,13 @@ class LocalCloud:
             aws_session_token=creds["SessionToken"],
             region_name=self.region,
         )
+
+    def run_for(self, duration: timedelta, step: timedelta = timedelta(minutes=1)) -> None:
+        """Let time pass in steps, as it does: each step is a chance for events and handlers to act."""
+        elapsed = timedelta(0)
+        while elapsed < duration:
+            self.clock.advance(min(step, duration - elapsed))
+            elapsed += step
 
     def run_schedule(self, function: str) -> Any:
         event = {"source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}}

@@ -43,14 +43,31 @@ class TemplateEventRouter:
         self.deliveries: list[Delivery] = []
         self.dead_letters: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     def publish(self, event: dict[str, Any]) -> list[Delivery]:
+        """Deliver an event to every function whose rule matches it.
+
+        Delivery is asynchronous on AWS: an event emitted while a handler runs (its own API call
+        advanced the lifecycle) is queued and delivered after that handler returns, never nested
+        inside it. The returned deliveries are those of this call's own event and its queue.
+        """
         if event.get("account") not in ({self.home_account} | self.forwarding_accounts):
             return []
+        queue: list[dict[str, Any]] = self._local.__dict__.setdefault("queue", [])
+        queue.append(event)
+        if self._local.__dict__.get("delivering"):
+            return []
+        self._local.delivering = True
         done = []
-        for function, rule_id, pattern in self._rules:
-            if pattern.matches_event(event):
-                done.append(self._deliver(function, rule_id, event))
+        try:
+            while queue:
+                current = queue.pop(0)
+                for function, rule_id, pattern in self._rules:
+                    if pattern.matches_event(current):
+                        done.append(self._deliver(function, rule_id, current))
+        finally:
+            self._local.delivering = False
         return done
 
     def _deliver(self, function: str, rule_id: str, event: dict[str, Any]) -> Delivery:

@@ -1,0 +1,276 @@
+"""The deployed event path on the local cloud: emulator event -> rule pattern from template.yaml ->
+real handler -> EC2 (moto) -> the emulator leaves PENDING. Also redelivery, concurrency, malformed
+and foreign events, cleanup, the polling fallback and the shared-VPC (cross-account) layout."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from localcloud import LocalCloud
+from tests.conftest import (
+    RESTRICTIVE_SQS_POLICY,
+    SharedVpc,
+    build_shared_vpc,
+    create_request,
+    live_endpoints,
+    load_event,
+)
+
+MANAGER = "EndpointManagerFunction"
+
+
+def status(cloud: LocalCloud, name: str = "etl-shared", session: Any = None) -> str:
+    client = session.client("mwaa") if session else cloud.client("mwaa")
+    return str(client.get_environment(Name=name)["Environment"]["Status"])
+
+
+def sqs_policy(cloud: LocalCloud, vpc: SharedVpc) -> dict[str, Any]:
+    raw = cloud.client("ec2").describe_vpc_endpoints(VpcEndpointIds=[vpc.sqs_endpoint_id])["VpcEndpoints"][0]
+    loaded: dict[str, Any] = json.loads(raw["PolicyDocument"])
+    return loaded
+
+
+def test_pending_environment_gets_its_endpoints_and_becomes_available(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    # Given a customer-managed environment in a restrictive shared VPC
+    mwaa = cloud.client("mwaa")
+    mwaa.create_environment(**create_request("etl-shared", vpc))
+    # When MWAA reaches PENDING and emits its status-change event
+    cloud.clock.advance(timedelta(minutes=5))
+    # Then the deployed rule delivered it, the handler created exactly the two endpoints...
+    env = mwaa.get_environment(Name="etl-shared")["Environment"]
+    services = sorted(e["ServiceName"] for e in live_endpoints(cloud.client("ec2"), vpc.vpc_id))
+    assert services == sorted(
+        ["com.amazonaws.us-east-1.sqs", env["DatabaseVpcEndpointService"], env["WebserverVpcEndpointService"]]
+    )
+    # ...opened the SQS endpoint policy to the Celery queue, and MWAA resumed creation
+    assert any(s.get("Resource") == [env["CeleryExecutorQueue"]] for s in sqs_policy(cloud, vpc)["Statement"])
+    assert env["Status"] == "CREATING"
+    cloud.clock.advance(timedelta(minutes=15))
+    assert status(cloud) == "AVAILABLE"
+    pending = [d for d in cloud.events.deliveries if d.detail_status == "PENDING"]
+    assert [(d.function, d.rule, d.outcome["outcome"]) for d in pending] == [(MANAGER, "StatusChange", "provisioned")]
+
+
+def test_deletion_removes_only_our_endpoints(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    # Given an available environment with our endpoints, and endpoints that are not ours
+    ec2 = cloud.client("ec2")
+    cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+    cloud.run_for(timedelta(minutes=30))
+    assert status(cloud) == "AVAILABLE"
+    foreign = ec2.create_vpc_endpoint(VpcId=vpc.vpc_id, ServiceName="com.amazonaws.us-east-1.s3",
+                                      VpcEndpointType="Interface", SubnetIds=vpc.subnet_ids)
+    ours = {e["VpcEndpointId"] for e in live_endpoints(ec2, vpc.vpc_id)} - {
+        vpc.sqs_endpoint_id, foreign["VpcEndpoint"]["VpcEndpointId"]}
+    assert len(ours) == 2
+    # When the environment is deleted
+    cloud.client("mwaa").delete_environment(Name="etl-shared")
+    cloud.clock.advance(timedelta(minutes=15))
+    # Then our endpoints are gone, the others are untouched and the SQS policy is the owner's again
+    remaining = {e["VpcEndpointId"] for e in live_endpoints(ec2, vpc.vpc_id)}
+    assert remaining == {vpc.sqs_endpoint_id, foreign["VpcEndpoint"]["VpcEndpointId"]}
+    assert sqs_policy(cloud, vpc) == RESTRICTIVE_SQS_POLICY
+
+
+def test_same_event_delivered_five_times_yields_one_endpoint_per_service(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    cloud.emulator.event_mode = "drop"
+    cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+    cloud.clock.advance(timedelta(minutes=5))
+    assert status(cloud) == "PENDING"
+    event = load_event("mwaa_status_pending.json")
+    results = [cloud.events.publish(copy.deepcopy(event))[0] for _ in range(5)]
+    # The first delivery provisions; once MWAA sees the endpoints it resumes CREATING, so the
+    # redeliveries find nothing to do. Either way: one endpoint per service.
+    assert results[0].outcome["outcome"] == "provisioned"
+    assert {r.outcome["outcome"] for r in results[1:]} <= {"provisioned", "no-op"}
+    created = [a for r in results for a in r.outcome["actions"] if a["action"] == "created"]
+    assert len(created) == 2
+    assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 3
+
+
+def test_concurrent_deliveries_yield_one_endpoint_per_service(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    cloud.emulator.event_mode = "drop"
+    cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+    cloud.clock.advance(timedelta(minutes=5))
+    event = load_event("mwaa_status_pending.json")
+    barrier = threading.Barrier(5)
+    errors: list[BaseException] = []
+
+    def deliver() -> None:
+        barrier.wait()
+        try:
+            cloud.lambdas.invoke(MANAGER, copy.deepcopy(event))
+        except BaseException as error:  # collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=deliver) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    endpoints = live_endpoints(cloud.client("ec2"), vpc.vpc_id)
+    assert len(endpoints) == 3
+    assert len({e["ServiceName"] for e in endpoints}) == 3
+
+
+def test_duplicated_events_from_the_emulator_change_nothing_more(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    cloud.emulator.event_mode = "duplicate"
+    cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+    cloud.clock.advance(timedelta(minutes=5))
+    assert len([d for d in cloud.events.deliveries if d.detail_status == "PENDING"]) == 2
+    assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 3
+
+
+@pytest.mark.parametrize(
+    "sample",
+    ["foreign_ec2_state_change.json", "malformed_conflicting_names.json", "malformed_no_environment.json",
+     "malformed_not_eventbridge.json"],
+)
+def test_malformed_or_foreign_events_log_a_reason_and_touch_nothing(
+    cloud: LocalCloud, vpc: SharedVpc, sample: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cloud.emulator.event_mode = "drop"
+    cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+    cloud.clock.advance(timedelta(minutes=5))
+    calls_before = len(cloud.emulator.calls)
+    caplog.clear()
+    result = cloud.lambdas.invoke(MANAGER, load_event(sample))
+    assert result["outcome"] == "ignored"
+    assert any(r.getMessage() == "ignored event" and getattr(r, "reason", "") for r in caplog.records)
+    assert len(cloud.emulator.calls) == calls_before  # not even GetEnvironment
+    assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 1
+
+
+def test_foreign_events_do_not_match_the_deployed_rule(cloud: LocalCloud) -> None:
+    assert cloud.events.publish(load_event("foreign_ec2_state_change.json")) == []
+
+
+def test_the_event_body_is_not_trusted_over_get_environment(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    # A stale PENDING event for an environment that is AVAILABLE now must not create anything.
+    cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc, EndpointManagement="SERVICE"))
+    cloud.run_for(timedelta(minutes=30))
+    [delivery] = cloud.events.publish(load_event("mwaa_status_pending.json"))
+    assert delivery.outcome["outcome"] == "no-op"
+    assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 1
+
+
+def test_polling_fallback_recovers_missed_events(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    # Given every event is lost
+    cloud.emulator.event_mode = "drop"
+    cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+    cloud.clock.advance(timedelta(minutes=5))
+    assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 1
+    # When the scheduled reconciler runs, the environment gets its endpoints
+    result = cloud.lambdas.invoke("EndpointReconcilerFunction", load_event("scheduled_reconcile.json"))
+    assert [r["outcome"] for r in result["results"]] == ["provisioned"]
+    cloud.run_for(timedelta(minutes=16))
+    assert status(cloud) == "AVAILABLE"
+    # And after a deletion nobody heard of, the next run removes them
+    cloud.client("mwaa").delete_environment(Name="etl-shared")
+    cloud.run_for(timedelta(minutes=16))
+    result = cloud.lambdas.invoke("EndpointReconcilerFunction", load_event("scheduled_reconcile.json"))
+    assert [r["outcome"] for r in result["results"]] == ["removed"]
+    assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 1
+
+
+def test_transient_mwaa_errors_are_retried_inside_the_handler(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    cloud.emulator.event_mode = "drop"
+    cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+    cloud.clock.advance(timedelta(minutes=5))
+    cloud.emulator.inject_fault("GetEnvironment", "ThrottlingException", status=429, times=1)
+    cloud.emulator.inject_fault("GetEnvironment", "ServiceUnavailableException", status=503, times=1)
+    [delivery] = cloud.events.publish(load_event("mwaa_status_pending.json"))
+    assert delivery.error is None and delivery.outcome["outcome"] == "provisioned"
+
+
+def test_persistent_errors_fail_the_invocation_and_dead_letter_the_event(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    cloud.emulator.event_mode = "drop"
+    cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+    cloud.clock.advance(timedelta(minutes=5))
+    cloud.emulator.inject_fault("GetEnvironment", "AccessDeniedException", status=403, times=100,
+                                message="not authorized")
+    [delivery] = cloud.events.publish(load_event("mwaa_status_pending.json"))
+    assert delivery.error is not None and "AccessDenied" in delivery.error
+    assert cloud.events.dead_letters and cloud.events.dead_letters[0]["id"] == load_event(
+        "mwaa_status_pending.json")["id"]
+    assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 1
+
+
+def test_recreated_environment_gets_fresh_endpoints_and_old_ones_go(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    # Pause/resume deletes and recreates under the same name: new service names every time.
+    mwaa, ec2 = cloud.client("mwaa"), cloud.client("ec2")
+    mwaa.create_environment(**create_request("etl-shared", vpc))
+    cloud.run_for(timedelta(minutes=30))
+    first = {e["VpcEndpointId"] for e in live_endpoints(ec2, vpc.vpc_id)}
+    cloud.emulator.event_mode = "drop"  # the deletion goes unheard
+    mwaa.delete_environment(Name="etl-shared")
+    cloud.run_for(timedelta(minutes=16))
+    cloud.emulator.event_mode = "deliver"
+    mwaa.create_environment(**create_request("etl-shared", vpc))
+    cloud.run_for(timedelta(minutes=30))
+    assert status(cloud) == "AVAILABLE"
+    second = {e["VpcEndpointId"] for e in live_endpoints(ec2, vpc.vpc_id)}
+    assert first & second == {vpc.sqs_endpoint_id}
+    assert len(second) == 3
+
+
+def test_shared_vpc_participant_environment_is_served_by_the_owner_account() -> None:
+    # Given the owner account runs the stack with a participant role configured
+    with LocalCloud(parameters={"ParticipantRoleName": "mwaa-control-reader"}) as cloud:
+        vpc = build_shared_vpc(cloud.client("ec2"))
+        cloud.events.forwarding_accounts.add("222222222222")
+        # When the participant creates a customer-managed environment in the owner's subnets
+        with cloud.participant("222222222222") as participant:
+            participant.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+            cloud.clock.advance(timedelta(minutes=5))
+            # Then its forwarded event makes the owner create the endpoints in the owner's VPC
+            assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 3
+            cloud.run_for(timedelta(minutes=16))
+            assert status(cloud, session=participant) == "AVAILABLE"
+            [pending] = [d for d in cloud.events.deliveries if d.detail_status == "PENDING"]
+            assert pending.outcome["environment_arn"].split(":")[4] == "222222222222"
+
+
+def test_participant_event_without_a_participant_role_is_ignored_with_a_reason(
+    cloud: LocalCloud, vpc: SharedVpc
+) -> None:
+    cloud.events.forwarding_accounts.add("222222222222")
+    with cloud.participant("222222222222") as participant:
+        participant.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+        cloud.clock.advance(timedelta(minutes=5))
+    [pending] = [d for d in cloud.events.deliveries if d.detail_status == "PENDING"]
+    assert pending.outcome["outcome"] == "ignored" and "ParticipantRoleName" in pending.outcome["reason"]
+    assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 1
+
+
+def test_events_of_accounts_that_do_not_forward_never_arrive(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    with cloud.participant("333333333333") as participant:
+        participant.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+        cloud.clock.advance(timedelta(minutes=5))
+    assert cloud.events.deliveries == []
+
+
+def test_no_log_line_carries_airflow_configuration_values(
+    cloud: LocalCloud, vpc: SharedVpc, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given configuration options (sensitive in MWAA's API model) and our logger at DEBUG
+    secret = "s3cr3t-smtp-password-value"
+    caplog.set_level(logging.DEBUG, logger="mwaa-control")
+    cloud.client("mwaa").create_environment(
+        **create_request("etl-shared", vpc, AirflowConfigurationOptions={"smtp.smtp_password": secret})
+    )
+    # When the whole lifecycle runs through the handlers
+    cloud.run_for(timedelta(minutes=30))
+    cloud.client("mwaa").delete_environment(Name="etl-shared")
+    cloud.run_for(timedelta(minutes=16))
+    # Then the handlers logged plenty (message and structured extras), and never the value
+    ours = [r for r in caplog.records if r.name == "mwaa-control"]
+    assert any(r.getMessage() == "reconciled endpoints" for r in ours)
+    assert not [r for r in ours if secret in json.dumps(r.__dict__, default=str)]
