@@ -35,6 +35,7 @@ class LocalCloud:
         parameters: dict[str, str] | None = None,
         clock: ManualClock | None = None,
         timings: Timings | None = None,
+        environment_overrides: dict[str, str] | None = None,
     ) -> None:
         self.region = region
         self.account = HOME_ACCOUNT
@@ -42,6 +43,7 @@ class LocalCloud:
         self.parameters = parameters or {}
         self.clock = clock or ManualClock()
         self.timings = timings
+        self.environment_overrides = environment_overrides or {}
         self.template = load_template()
         self.physical: dict[str, str] = {}
         self._saved_env: dict[str, str | None] = {}
@@ -72,10 +74,8 @@ class LocalCloud:
         self._install("before-send.mwaa", MwaaHttpFrontend(self.emulator))
         self._install("before-call.lambda.Invoke", self.lambdas.before_call)
         self._deploy_resources()
-        self._set_env(self._function_environment())
-        self.events = TemplateEventRouter(
-            functions(self.template), self.client("lambda"), home_account=self.account
-        )
+        self._set_env({**self._function_environment(), **self.environment_overrides})
+        self.events = TemplateEventRouter(functions(self.template), self.client("lambda"), home_account=self.account)
         self.emulator.subscribe(self.events.publish)
         return self
 
@@ -123,13 +123,13 @@ class LocalCloud:
             )
             self.physical[logical_id] = name
         for logical_id in resources_of_type(self.template, "AWS::SQS::Queue"):
-            self.physical[logical_id] = self.client("sqs").create_queue(
-                QueueName=f"{self.stack_name}-{logical_id}"
-            )["QueueUrl"]
+            self.physical[logical_id] = self.client("sqs").create_queue(QueueName=f"{self.stack_name}-{logical_id}")[
+                "QueueUrl"
+            ]
         for logical_id in resources_of_type(self.template, "AWS::SNS::Topic"):
-            self.physical[logical_id] = self.client("sns").create_topic(
-                Name=f"{self.stack_name}-{logical_id}"
-            )["TopicArn"]
+            self.physical[logical_id] = self.client("sns").create_topic(Name=f"{self.stack_name}-{logical_id}")[
+                "TopicArn"
+            ]
 
     def resolve(self, value: Any) -> str:
         """Resolve the intrinsic functions template environment variables use."""
@@ -183,9 +183,9 @@ class LocalCloud:
     def participant(self, account: str) -> Iterator[boto3.session.Session]:
         """A session in another account (moto maps assumed-role keys to that account)."""
         sts = self.client("sts")
-        creds = sts.assume_role(
-            RoleArn=f"arn:aws:iam::{account}:role/mwaa-admin", RoleSessionName="participant"
-        )["Credentials"]
+        creds = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/mwaa-admin", RoleSessionName="participant")[
+            "Credentials"
+        ]
         yield boto3.session.Session(
             aws_access_key_id=creds["AccessKeyId"],
             aws_secret_access_key=creds["SecretAccessKey"],
@@ -203,4 +203,3 @@ class LocalCloud:
     def run_schedule(self, function: str) -> Any:
         event = {"source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}}
         return self.lambdas.invoke(function, event)
-

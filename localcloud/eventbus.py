@@ -11,13 +11,18 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from moto.events.models import EventPattern
 
 from localcloud.template import FunctionSpec
 
 ASYNC_ATTEMPTS = 3
+
+
+def rule_matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
+    """EventBridge pattern matching, by moto's implementation of it."""
+    return bool(EventPattern.load(json.dumps(pattern)).matches_event(cast(Any, event)))
 
 
 @dataclass
@@ -64,7 +69,7 @@ class TemplateEventRouter:
             while queue:
                 current = queue.pop(0)
                 for function, rule_id, pattern in self._rules:
-                    if pattern.matches_event(current):
+                    if pattern.matches_event(cast(Any, current)):
                         done.append(self._deliver(function, rule_id, current))
         finally:
             self._local.delivering = False

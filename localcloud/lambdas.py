@@ -74,7 +74,7 @@ class LocalLambda:
             return self._modules[logical_id]
 
     def resolve(self, function_name: str) -> str:
-        name = function_name.split(":function:")[-1].split(":")[0]
+        name = function_name.rsplit(":function:", maxsplit=1)[-1].split(":", maxsplit=1)[0]
         if name not in self._specs:
             raise KeyError(f"no function {name!r} in template.yaml (known: {sorted(self._specs)})")
         return name
@@ -118,7 +118,7 @@ class LocalLambda:
                 }
             ).encode()
             extra = {"FunctionError": "Unhandled"}
-        http = AWSResponse("https://lambda.local", 200, {}, None)  # type: ignore[arg-type]
+        http = AWSResponse("https://lambda.local", 200, {}, None)
         parsed = {
             "StatusCode": 200,
             "ExecutedVersion": "$LATEST",

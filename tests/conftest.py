@@ -36,9 +36,9 @@ class SharedVpc:
 def build_shared_vpc(ec2: Any, cidr: str = "10.0") -> SharedVpc:
     vpc_id = ec2.create_vpc(CidrBlock=f"{cidr}.0.0/16")["Vpc"]["VpcId"]
     subnets = [
-        ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"{cidr}.{i}.0/24", AvailabilityZone=f"us-east-1{az}")[
-            "Subnet"
-        ]["SubnetId"]
+        ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"{cidr}.{i}.0/24", AvailabilityZone=f"us-east-1{az}")["Subnet"][
+            "SubnetId"
+        ]
         for i, az in ((1, "a"), (2, "b"))
     ]
     sg = ec2.create_security_group(GroupName=f"mwaa-{cidr}", Description="MWAA", VpcId=vpc_id)["GroupId"]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from moto.events.models import EventPattern
-
+from localcloud.eventbus import rule_matches
 from localcloud.template import ROOT, functions, load_template, resources_of_type
 from tests.conftest import load_event
 
@@ -45,10 +43,9 @@ def test_endpoint_creation_and_deletion_are_tag_scoped() -> None:
 
 def test_the_deployed_rule_matches_mwaa_status_events_only() -> None:
     [pattern] = functions(load_template())["EndpointManagerFunction"].event_patterns.values()
-    matcher = EventPattern.load(json.dumps(pattern))
-    assert matcher.matches_event(load_event("mwaa_status_pending.json"))
-    assert matcher.matches_event(load_event("mwaa_status_deleted.json"))
-    assert not matcher.matches_event(load_event("foreign_ec2_state_change.json"))
+    assert rule_matches(pattern, load_event("mwaa_status_pending.json"))
+    assert rule_matches(pattern, load_event("mwaa_status_deleted.json"))
+    assert not rule_matches(pattern, load_event("foreign_ec2_state_change.json"))
 
 
 def test_every_function_has_its_handler_and_a_makefile_build_target() -> None:

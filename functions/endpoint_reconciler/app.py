@@ -7,7 +7,6 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from mwaa_control.composition import endpoint_service
 from mwaa_control.endpoints import EndpointService
 from mwaa_control.errors import FleetReconcileIncomplete
@@ -31,6 +30,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     failed = [r for r in results if r.outcome == "failed"]
     if failed:
         # Raising makes the function's Errors alarm page someone; the others were reconciled.
-        raise FleetReconcileIncomplete(f"{len(failed)} of {len(results)} environments failed: "
-                                       + "; ".join(f"{r.environment_arn}: {r.reason}" for r in failed))
+        raise FleetReconcileIncomplete(
+            f"{len(failed)} of {len(results)} environments failed: "
+            + "; ".join(f"{r.environment_arn}: {r.reason}" for r in failed)
+        )
     return {"environments": len(results), "results": [r.summary() for r in results]}

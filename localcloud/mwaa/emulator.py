@@ -26,11 +26,29 @@ DEFAULT_VERSION = "2.11.0"
 ENVIRONMENT_CLASSES = ("mw1.micro", "mw1.small", "mw1.medium", "mw1.large", "mw1.xlarge", "mw1.2xlarge")
 LOG_MODULES = ("DagProcessingLogs", "SchedulerLogs", "TaskLogs", "WebserverLogs", "WorkerLogs")
 CREATE_KEYS = {
-    "ExecutionRoleArn", "SourceBucketArn", "DagS3Path", "NetworkConfiguration", "PluginsS3Path",
-    "PluginsS3ObjectVersion", "RequirementsS3Path", "RequirementsS3ObjectVersion", "StartupScriptS3Path",
-    "StartupScriptS3ObjectVersion", "AirflowConfigurationOptions", "EnvironmentClass", "MaxWorkers",
-    "KmsKey", "AirflowVersion", "LoggingConfiguration", "WeeklyMaintenanceWindowStart", "Tags",
-    "WebserverAccessMode", "MinWorkers", "Schedulers", "EndpointManagement", "MinWebservers",
+    "ExecutionRoleArn",
+    "SourceBucketArn",
+    "DagS3Path",
+    "NetworkConfiguration",
+    "PluginsS3Path",
+    "PluginsS3ObjectVersion",
+    "RequirementsS3Path",
+    "RequirementsS3ObjectVersion",
+    "StartupScriptS3Path",
+    "StartupScriptS3ObjectVersion",
+    "AirflowConfigurationOptions",
+    "EnvironmentClass",
+    "MaxWorkers",
+    "KmsKey",
+    "AirflowVersion",
+    "LoggingConfiguration",
+    "WeeklyMaintenanceWindowStart",
+    "Tags",
+    "WebserverAccessMode",
+    "MinWorkers",
+    "Schedulers",
+    "EndpointManagement",
+    "MinWebservers",
     "MaxWebservers",
 }
 UPDATE_KEYS = CREATE_KEYS - {"KmsKey", "Tags", "EndpointManagement"}
@@ -130,9 +148,18 @@ class EmulatedEnvironment:
             "CeleryExecutorQueue": self.celery_queue,
         }
         for key in (
-            "ExecutionRoleArn", "SourceBucketArn", "DagS3Path", "NetworkConfiguration", "PluginsS3Path",
-            "PluginsS3ObjectVersion", "RequirementsS3Path", "RequirementsS3ObjectVersion",
-            "StartupScriptS3Path", "StartupScriptS3ObjectVersion", "AirflowConfigurationOptions", "KmsKey",
+            "ExecutionRoleArn",
+            "SourceBucketArn",
+            "DagS3Path",
+            "NetworkConfiguration",
+            "PluginsS3Path",
+            "PluginsS3ObjectVersion",
+            "RequirementsS3Path",
+            "RequirementsS3ObjectVersion",
+            "StartupScriptS3Path",
+            "StartupScriptS3ObjectVersion",
+            "AirflowConfigurationOptions",
+            "KmsKey",
         ):
             if key in self.config:
                 env[key] = copy.deepcopy(self.config[key])
@@ -197,18 +224,23 @@ class MwaaEmulator:
         self._subnet_lookup = subnet_lookup
         self._endpoints_exist = endpoints_exist
         self._environments: dict[tuple[str, str, str], EmulatedEnvironment] = {}
-        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
+        self._subscribers: list[Callable[[dict[str, Any]], object]] = []
         self._faults: dict[str, list[Fault]] = {}
         self._lock = threading.RLock()
         self._outbox: list[dict[str, Any]] = []
         clock.on_advance(self.tick)
 
     # --- test controls -------------------------------------------------------------------
-    def subscribe(self, subscriber: Callable[[dict[str, Any]], None]) -> None:
+    def subscribe(self, subscriber: Callable[[dict[str, Any]], object]) -> None:
         self._subscribers.append(subscriber)
 
     def inject_fault(
-        self, operation: str, code: str = "ThrottlingException", *, status: int = 429, times: int = 1,
+        self,
+        operation: str,
+        code: str = "ThrottlingException",
+        *,
+        status: int = 429,
+        times: int = 1,
         message: str = "Rate exceeded",
     ) -> None:
         with self._lock:
@@ -280,16 +312,28 @@ class MwaaEmulator:
             raise _validation(f"Invalid AirflowVersion {version!r}; supported: {', '.join(CREATABLE_VERSIONS)}")
         now = self.clock.now()
         env = EmulatedEnvironment(
-            account=account, region=region, name=name, config=params, created_at=now,
-            status_since=now, vpc_id=vpc_id, tags=dict(tags),
+            account=account,
+            region=region,
+            name=name,
+            config=params,
+            created_at=now,
+            status_since=now,
+            vpc_id=vpc_id,
+            tags=dict(tags),
         )
         self._environments[(account, region, name)] = env
         self._emit(env, previous=None)
         return {"Arn": env.arn}
 
     def _validate_common(self, params: dict[str, Any]) -> None:
-        for key in ("PluginsS3Path", "RequirementsS3Path", "StartupScriptS3Path", "PluginsS3ObjectVersion",
-                    "RequirementsS3ObjectVersion", "StartupScriptS3ObjectVersion"):
+        for key in (
+            "PluginsS3Path",
+            "RequirementsS3Path",
+            "StartupScriptS3Path",
+            "PluginsS3ObjectVersion",
+            "RequirementsS3ObjectVersion",
+            "StartupScriptS3ObjectVersion",
+        ):
             if key in params and not params[key]:
                 raise _validation(f"{key} must not be empty")
         if "EnvironmentClass" in params and params["EnvironmentClass"] not in ENVIRONMENT_CLASSES:
@@ -332,7 +376,7 @@ class MwaaEmulator:
             raise _validation("MaxResults must be between 1 and 25")
         names = sorted(n for (a, r, n) in self._environments if (a, r) == (account, region))
         start = int(params.get("NextToken") or 0)
-        page = {"Environments": names[start : start + size]}
+        page: dict[str, Any] = {"Environments": names[start : start + size]}
         if start + size < len(names):
             page["NextToken"] = str(start + size)
         return page
@@ -446,8 +490,10 @@ class MwaaEmulator:
             "securityGroupIds": described["NetworkConfiguration"]["SecurityGroupIds"],
             "celeryExecutorQueue": described["CeleryExecutorQueue"],
         }
-        for key, camel in (("DatabaseVpcEndpointService", "databaseVpcEndpointService"),
-                           ("WebserverVpcEndpointService", "webserverVpcEndpointService")):
+        for key, camel in (
+            ("DatabaseVpcEndpointService", "databaseVpcEndpointService"),
+            ("WebserverVpcEndpointService", "webserverVpcEndpointService"),
+        ):
             if key in described:
                 detail[camel] = described[key]
         event = {

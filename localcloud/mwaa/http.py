@@ -46,7 +46,7 @@ class MwaaHttpFrontend:
         headers = {"Content-Type": "application/json", "x-amzn-RequestId": "emulated"}
         if status >= 300:
             headers["x-amzn-ErrorType"] = body.get("__type", "")
-        return AWSResponse(request.url, status, headers, MockRawResponse(json.dumps(body)))  # type: ignore[arg-type]
+        return AWSResponse(request.url, status, headers, MockRawResponse(json.dumps(body)))
 
     def handle(
         self, method: str, path: str, query: str, headers: Any, body: bytes | str | None
@@ -59,12 +59,13 @@ class MwaaHttpFrontend:
             return 403, {"__type": "AccessDeniedException", "message": "Missing SigV4 credentials"}
         account = get_account_id_from(credential.group("key"))
         region = credential.group("region")
-        for route_method, pattern, operation in _ROUTES:
-            match = pattern.match(path)
-            if route_method == method and match:
-                break
-        else:
+        routed = next(
+            ((operation, m) for verb, pattern, operation in _ROUTES if verb == method and (m := pattern.match(path))),
+            None,
+        )
+        if routed is None:
             return 404, {"__type": "ResourceNotFoundException", "message": f"No route for {method} {path}"}
+        operation, match = routed
         params: dict[str, Any] = {k: unquote(v) for k, v in match.groupdict().items()}
         raw = body.decode() if isinstance(body, bytes) else (body or "")
         if raw:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from localcloud import LocalCloud
 from mwaa_control.adapters.ec2 import Ec2EndpointNetwork
 from mwaa_control.errors import NetworkLayoutError
+
+from localcloud import LocalCloud
 from tests.conftest import RESTRICTIVE_SQS_POLICY, SharedVpc, build_shared_vpc
 
 ENV = "arn:aws:airflow:us-east-1:123456789012:environment/etl"
@@ -20,10 +20,16 @@ def network(cloud: LocalCloud, deployment: str = "stack") -> Ec2EndpointNetwork:
 
 def create(net: Ec2EndpointNetwork, vpc: SharedVpc, service: str, env: str = ENV) -> str:
     return net.create_interface_endpoint(
-        vpc_id=vpc.vpc_id, service_name=service, subnet_ids=vpc.subnet_ids,
-        security_group_ids=[vpc.security_group_id], client_token="token-" + service,
-        tags={"mwaa-control:managed-by": net._deployment_id, "mwaa-control:environment-arn": env,
-              "mwaa-control:endpoint-role": "database"},
+        vpc_id=vpc.vpc_id,
+        service_name=service,
+        subnet_ids=vpc.subnet_ids,
+        security_group_ids=[vpc.security_group_id],
+        client_token="token-" + service,
+        tags={
+            "mwaa-control:managed-by": net._deployment_id,
+            "mwaa-control:environment-arn": env,
+            "mwaa-control:endpoint-role": "database",
+        },
     )
 
 

@@ -6,10 +6,10 @@ import threading
 import time
 
 import pytest
-
-from localcloud import LocalCloud
 from mwaa_control.adapters.lock import DynamoDbLeaseLock
 from mwaa_control.errors import LockNotAcquired
+
+from localcloud import LocalCloud
 
 
 def lock(cloud: LocalCloud, **kwargs: float) -> DynamoDbLeaseLock:
@@ -38,9 +38,12 @@ def test_only_one_holder_at_a_time(cloud: LocalCloud) -> None:
 
 
 def test_busy_lock_gives_up_after_the_wait(cloud: LocalCloud) -> None:
-    with lock(cloud).hold("env"), pytest.raises(LockNotAcquired, match="retried"):
-        with lock(cloud, wait_seconds=0.2).hold("env"):
-            pass
+    with (
+        lock(cloud).hold("env"),
+        pytest.raises(LockNotAcquired, match="retried"),
+        lock(cloud, wait_seconds=0.2).hold("env"),
+    ):
+        pass
 
 
 def test_expired_lease_of_a_crashed_holder_is_taken_over(cloud: LocalCloud) -> None:

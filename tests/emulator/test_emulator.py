@@ -50,8 +50,9 @@ def test_customer_managed_environment_waits_for_its_endpoints(quiet: LocalCloud,
     quiet.clock.advance(timedelta(hours=10))
     assert status(quiet) == "PENDING"
     for key in ("DatabaseVpcEndpointService", "WebserverVpcEndpointService"):
-        ec2.create_vpc_endpoint(VpcId=vpc.vpc_id, ServiceName=env[key], VpcEndpointType="Interface",
-                                SubnetIds=vpc.subnet_ids)
+        ec2.create_vpc_endpoint(
+            VpcId=vpc.vpc_id, ServiceName=env[key], VpcEndpointType="Interface", SubnetIds=vpc.subnet_ids
+        )
     quiet.clock.advance(timedelta(seconds=1))
     assert status(quiet) == "CREATING"
     quiet.clock.advance(timedelta(minutes=15))
@@ -63,8 +64,12 @@ def test_only_the_database_endpoint_is_not_enough_for_a_private_webserver(quiet:
     mwaa.create_environment(**create_request("etl", vpc))
     quiet.clock.advance(timedelta(minutes=5))
     env = mwaa.get_environment(Name="etl")["Environment"]
-    ec2.create_vpc_endpoint(VpcId=vpc.vpc_id, ServiceName=env["DatabaseVpcEndpointService"],
-                            VpcEndpointType="Interface", SubnetIds=vpc.subnet_ids)
+    ec2.create_vpc_endpoint(
+        VpcId=vpc.vpc_id,
+        ServiceName=env["DatabaseVpcEndpointService"],
+        VpcEndpointType="Interface",
+        SubnetIds=vpc.subnet_ids,
+    )
     quiet.clock.advance(timedelta(minutes=1))
     assert status(quiet) == "PENDING"
 
@@ -76,8 +81,12 @@ def test_endpoints_in_another_vpc_do_not_count(quiet: LocalCloud, vpc: SharedVpc
     quiet.clock.advance(timedelta(minutes=5))
     env = mwaa.get_environment(Name="etl")["Environment"]
     assert "WebserverVpcEndpointService" not in env
-    ec2.create_vpc_endpoint(VpcId=other.vpc_id, ServiceName=env["DatabaseVpcEndpointService"],
-                            VpcEndpointType="Interface", SubnetIds=other.subnet_ids)
+    ec2.create_vpc_endpoint(
+        VpcId=other.vpc_id,
+        ServiceName=env["DatabaseVpcEndpointService"],
+        VpcEndpointType="Interface",
+        SubnetIds=other.subnet_ids,
+    )
     quiet.clock.advance(timedelta(minutes=1))
     assert status(quiet) == "PENDING"
 
@@ -101,9 +110,20 @@ def test_get_environment_has_the_full_shape(quiet: LocalCloud, vpc: SharedVpc) -
     mwaa = quiet.client("mwaa")
     mwaa.create_environment(**create_request("etl", vpc, Tags={"team": "data"}))
     env = mwaa.get_environment(Name="etl")["Environment"]
-    for key in ("Arn", "CreatedAt", "WebserverUrl", "ServiceRoleArn", "CeleryExecutorQueue",
-                "DatabaseVpcEndpointService", "WebserverVpcEndpointService", "LoggingConfiguration",
-                "NetworkConfiguration", "EnvironmentClass", "Schedulers", "Tags"):
+    for key in (
+        "Arn",
+        "CreatedAt",
+        "WebserverUrl",
+        "ServiceRoleArn",
+        "CeleryExecutorQueue",
+        "DatabaseVpcEndpointService",
+        "WebserverVpcEndpointService",
+        "LoggingConfiguration",
+        "NetworkConfiguration",
+        "EnvironmentClass",
+        "Schedulers",
+        "Tags",
+    ):
         assert key in env, key
     assert env["CreatedAt"].tzinfo is not None  # parsed by botocore as a timestamp
     assert env["CeleryExecutorQueue"].startswith("arn:aws:sqs:us-east-1:")
@@ -158,8 +178,9 @@ def test_unknown_keys_are_rejected_by_botocore_and_by_the_service(quiet: LocalCl
         quiet.client("mwaa").create_environment(**create_request("etl", vpc, Status="AVAILABLE"))
     # botocore cannot even serialise unknown keys; the service-side allow-list is checked directly.
     with pytest.raises(MwaaApiError, match="Unknown parameters"):
-        quiet.emulator.call("CreateEnvironment", quiet.account, quiet.region,
-                            create_request("etl", vpc, Status="AVAILABLE"))
+        quiet.emulator.call(
+            "CreateEnvironment", quiet.account, quiet.region, create_request("etl", vpc, Status="AVAILABLE")
+        )
 
 
 def test_duplicate_names_and_the_quota_are_enforced(quiet: LocalCloud, vpc: SharedVpc) -> None:
@@ -226,8 +247,7 @@ def test_injected_throttling_is_retried_by_botocore_standard_mode(quiet: LocalCl
 
 
 def test_injected_5xx_surfaces_as_a_typed_error_once_retries_are_spent(quiet: LocalCloud, vpc: SharedVpc) -> None:
-    quiet.emulator.inject_fault("ListEnvironments", "InternalServerException", status=500, times=5,
-                                message="boom")
+    quiet.emulator.inject_fault("ListEnvironments", "InternalServerException", status=500, times=5, message="boom")
     client = quiet.client("mwaa", config=Config(retries={"mode": "standard", "max_attempts": 2}))
     with pytest.raises(client.exceptions.InternalServerException):
         client.list_environments()

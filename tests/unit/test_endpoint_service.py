@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from mwaa_control.endpoints import EndpointService, client_token, required_services
 from mwaa_control.errors import NetworkLayoutError
 from mwaa_control.models import Environment, EnvironmentRef
 from mwaa_control.ports import SqsEndpoint
+
 from tests.unit.fakes import FakeDirectory, FakeLock, FakeNetwork
 
 ARN = "arn:aws:airflow:us-east-1:123456789012:environment/etl"
@@ -103,14 +103,28 @@ def test_gone_environment_loses_only_its_own_endpoints() -> None:
     other_arn = ARN.replace("/etl", "/other")
     svc.reconcile(EnvironmentRef.from_arn(ARN))
     network.create_interface_endpoint(
-        vpc_id="vpc-1", service_name="svc-other", subnet_ids=[], security_group_ids=[], client_token="t",
-        tags={"mwaa-control:managed-by": "stack", "mwaa-control:environment-arn": other_arn,
-              "mwaa-control:endpoint-role": "database"},
+        vpc_id="vpc-1",
+        service_name="svc-other",
+        subnet_ids=[],
+        security_group_ids=[],
+        client_token="t",
+        tags={
+            "mwaa-control:managed-by": "stack",
+            "mwaa-control:environment-arn": other_arn,
+            "mwaa-control:endpoint-role": "database",
+        },
     )
     network.create_interface_endpoint(
-        vpc_id="vpc-1", service_name="svc-db", subnet_ids=[], security_group_ids=[], client_token="t",
-        tags={"mwaa-control:managed-by": "another-stack", "mwaa-control:environment-arn": ARN,
-              "mwaa-control:endpoint-role": "database"},
+        vpc_id="vpc-1",
+        service_name="svc-db",
+        subnet_ids=[],
+        security_group_ids=[],
+        client_token="t",
+        tags={
+            "mwaa-control:managed-by": "another-stack",
+            "mwaa-control:environment-arn": ARN,
+            "mwaa-control:endpoint-role": "database",
+        },
     )
     # When the environment is gone
     svc._directory.environments.clear()  # type: ignore[attr-defined]
@@ -155,9 +169,12 @@ def test_fleet_reconcile_covers_endpoints_of_environments_no_longer_listed() -> 
 
 
 def test_fleet_reconcile_goes_on_after_one_environment_fails() -> None:
-    broken = environment(Name="broken", Arn=ARN.replace("/etl", "/broken"),
-                         NetworkConfiguration={"SubnetIds": ["subnet-a"], "SecurityGroupIds": []})
-    svc, network = service(environment(), broken)
+    broken = environment(
+        Name="broken",
+        Arn=ARN.replace("/etl", "/broken"),
+        NetworkConfiguration={"SubnetIds": ["subnet-a"], "SecurityGroupIds": []},
+    )
+    svc, _ = service(environment(), broken)
     outcomes = {r.environment_arn.rsplit("/", 1)[1]: r.outcome for r in svc.reconcile_fleet()}
     assert outcomes == {"broken": "failed", "etl": "provisioned"}
 

@@ -6,13 +6,14 @@ import json
 
 from hypothesis import given
 from hypothesis import strategies as st
-
 from mwaa_control.sqs_policy import CELERY_QUEUE_ACTIONS, policy_allowing_queue, policy_without_environment
 
 ENV = "arn:aws:airflow:us-east-1:123456789012:environment/etl"
 QUEUE = "arn:aws:sqs:us-east-1:210987654321:airflow-celery-abc"
-RESTRICTIVE = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "*",
-                                                       "Resource": []}]}
+RESTRICTIVE = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": []}],
+}
 
 
 def test_restrictive_policy_gets_one_statement_for_the_queue() -> None:
@@ -30,14 +31,31 @@ def test_open_policy_is_left_alone() -> None:
 
 
 def test_wildcard_queue_pattern_counts_as_allowed() -> None:
-    policy = {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "sqs:*",
-                             "Resource": ["arn:aws:sqs:us-east-1:*:airflow-celery-*"]}]}
+    policy = {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "sqs:*",
+                "Resource": ["arn:aws:sqs:us-east-1:*:airflow-celery-*"],
+            }
+        ]
+    }
     assert policy_allowing_queue(policy, ENV, QUEUE) is None
 
 
 def test_conditional_allow_does_not_count_as_allowing() -> None:
-    policy = {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*",
-                             "Condition": {"StringEquals": {"aws:PrincipalAccount": "111111111111"}}}]}
+    policy = {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "*",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:PrincipalAccount": "111111111111"}},
+            }
+        ]
+    }
     assert policy_allowing_queue(policy, ENV, QUEUE) is not None
 
 
@@ -59,8 +77,9 @@ def test_withdrawal_restores_the_owner_policy_exactly() -> None:
 
 @given(st.lists(st.text(min_size=1, max_size=30), max_size=5))
 def test_amendment_never_drops_owner_statements(sids: list[str]) -> None:
-    policy = {"Statement": [{"Sid": s, "Effect": "Deny", "Principal": "*", "Action": "sqs:*", "Resource": "*"}
-                            for s in sids]}
+    policy = {
+        "Statement": [{"Sid": s, "Effect": "Deny", "Principal": "*", "Action": "sqs:*", "Resource": "*"} for s in sids]
+    }
     amended = policy_allowing_queue(policy, ENV, QUEUE)
     assert amended is not None
     assert amended["Statement"][: len(sids)] == policy["Statement"]

@@ -64,10 +64,16 @@ def test_deletion_removes_only_our_endpoints(cloud: LocalCloud, vpc: SharedVpc) 
     cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc))
     cloud.run_for(timedelta(minutes=30))
     assert status(cloud) == "AVAILABLE"
-    foreign = ec2.create_vpc_endpoint(VpcId=vpc.vpc_id, ServiceName="com.amazonaws.us-east-1.s3",
-                                      VpcEndpointType="Interface", SubnetIds=vpc.subnet_ids)
+    foreign = ec2.create_vpc_endpoint(
+        VpcId=vpc.vpc_id,
+        ServiceName="com.amazonaws.us-east-1.s3",
+        VpcEndpointType="Interface",
+        SubnetIds=vpc.subnet_ids,
+    )
     ours = {e["VpcEndpointId"] for e in live_endpoints(ec2, vpc.vpc_id)} - {
-        vpc.sqs_endpoint_id, foreign["VpcEndpoint"]["VpcEndpointId"]}
+        vpc.sqs_endpoint_id,
+        foreign["VpcEndpoint"]["VpcEndpointId"],
+    }
     assert len(ours) == 2
     # When the environment is deleted
     cloud.client("mwaa").delete_environment(Name="etl-shared")
@@ -130,8 +136,12 @@ def test_duplicated_events_from_the_emulator_change_nothing_more(cloud: LocalClo
 
 @pytest.mark.parametrize(
     "sample",
-    ["foreign_ec2_state_change.json", "malformed_conflicting_names.json", "malformed_no_environment.json",
-     "malformed_not_eventbridge.json"],
+    [
+        "foreign_ec2_state_change.json",
+        "malformed_conflicting_names.json",
+        "malformed_no_environment.json",
+        "malformed_not_eventbridge.json",
+    ],
 )
 def test_malformed_or_foreign_events_log_a_reason_and_touch_nothing(
     cloud: LocalCloud, vpc: SharedVpc, sample: str, caplog: pytest.LogCaptureFixture
@@ -194,12 +204,14 @@ def test_persistent_errors_fail_the_invocation_and_dead_letter_the_event(cloud: 
     cloud.emulator.event_mode = "drop"
     cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc))
     cloud.clock.advance(timedelta(minutes=5))
-    cloud.emulator.inject_fault("GetEnvironment", "AccessDeniedException", status=403, times=100,
-                                message="not authorized")
+    cloud.emulator.inject_fault(
+        "GetEnvironment", "AccessDeniedException", status=403, times=100, message="not authorized"
+    )
     [delivery] = cloud.events.publish(load_event("mwaa_status_pending.json"))
     assert delivery.error is not None and "AccessDenied" in delivery.error
-    assert cloud.events.dead_letters and cloud.events.dead_letters[0]["id"] == load_event(
-        "mwaa_status_pending.json")["id"]
+    assert (
+        cloud.events.dead_letters and cloud.events.dead_letters[0]["id"] == load_event("mwaa_status_pending.json")["id"]
+    )
     assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 1
 
 

@@ -9,6 +9,7 @@ exist, creates the missing ones, and removes the ones it created once the enviro
 from __future__ import annotations
 
 import hashlib
+
 from mwaa_control.errors import NetworkLayoutError
 from mwaa_control.models import (
     EndpointAction,
@@ -105,9 +106,7 @@ class EndpointService:
     def _provision(self, environment: Environment) -> EndpointReconciliation:
         subnet_ids = environment.network.subnet_ids
         if len(subnet_ids) != 2:
-            raise NetworkLayoutError(
-                f"{environment.arn} has {len(subnet_ids)} subnets; MWAA requires exactly two"
-            )
+            raise NetworkLayoutError(f"{environment.arn} has {len(subnet_ids)} subnets; MWAA requires exactly two")
         vpc_id = self._network.vpc_of_subnets(subnet_ids)
         wanted = required_services(environment)
         existing = self._network.managed_endpoints(environment.arn)
@@ -124,9 +123,7 @@ class EndpointService:
             present = next((e for e in existing if e.service_name == service_name), None)
             if present:
                 actions.append(
-                    EndpointAction(
-                        action="kept", role=role, endpoint_id=present.endpoint_id, service_name=service_name
-                    )
+                    EndpointAction(action="kept", role=role, endpoint_id=present.endpoint_id, service_name=service_name)
                 )
                 continue
             endpoint_id = self._network.create_interface_endpoint(

@@ -31,9 +31,7 @@ def environment_of(raw_event: Any) -> EnvironmentRef:
     except (ValidationError, TypeError, ValueError) as error:
         raise InvalidEnvironmentReference(f"not an EventBridge event: {_first_line(error)}") from None
     if event.source != MWAA_SOURCE or event.detail_type != STATUS_CHANGE:
-        raise InvalidEnvironmentReference(
-            f"foreign event: source={event.source!r} detail-type={event.detail_type!r}"
-        )
+        raise InvalidEnvironmentReference(f"foreign event: source={event.source!r} detail-type={event.detail_type!r}")
     arns = [r for r in event.resources if ENVIRONMENT_ARN.match(r)]
     detail = event.detail if isinstance(event.detail, dict) else {}
     names = {str(detail[k]) for k in _NAME_KEYS if isinstance(detail.get(k), str)}
@@ -42,9 +40,7 @@ def environment_of(raw_event: Any) -> EnvironmentRef:
     if arns:
         ref = EnvironmentRef.from_arn(arns[0])
         if names and names != {ref.name}:
-            raise InvalidEnvironmentReference(
-                f"event resources name {ref.name!r} but detail names {names.pop()!r}"
-            )
+            raise InvalidEnvironmentReference(f"event resources name {ref.name!r} but detail names {names.pop()!r}")
         return ref
     if not names:
         raise InvalidEnvironmentReference("event names no environment (no ARN in resources, no detail.name)")

@@ -88,9 +88,7 @@ class Environment(BaseModel):
     status: EnvironmentStatus = Field(alias="Status")
     airflow_version: str | None = Field(default=None, alias="AirflowVersion")
     created_at: datetime | None = Field(default=None, alias="CreatedAt")
-    endpoint_management: EndpointManagement = Field(
-        default=EndpointManagement.SERVICE, alias="EndpointManagement"
-    )
+    endpoint_management: EndpointManagement = Field(default=EndpointManagement.SERVICE, alias="EndpointManagement")
     webserver_access_mode: str | None = Field(default=None, alias="WebserverAccessMode")
     network: NetworkConfiguration = Field(default_factory=NetworkConfiguration, alias="NetworkConfiguration")
     database_vpc_endpoint_service: str | None = Field(default=None, alias="DatabaseVpcEndpointService")

@@ -39,16 +39,12 @@ def _allows(statement: dict[str, Any], queue_arn: str) -> bool:
     if statement.get("Effect") != "Allow" or "NotResource" in statement or "Condition" in statement:
         return False
     actions = [str(a).lower() for a in _as_list(statement.get("Action"))]
-    if not any(a in ("*", "sqs:*") for a in actions) and not all(
-        a.lower() in actions for a in CELERY_QUEUE_ACTIONS
-    ):
+    if not any(a in ("*", "sqs:*") for a in actions) and not all(a.lower() in actions for a in CELERY_QUEUE_ACTIONS):
         return False
     return any(fnmatchcase(queue_arn, str(r)) for r in _as_list(statement.get("Resource")))
 
 
-def policy_allowing_queue(
-    policy: dict[str, Any], environment_arn: str, queue_arn: str
-) -> dict[str, Any] | None:
+def policy_allowing_queue(policy: dict[str, Any], environment_arn: str, queue_arn: str) -> dict[str, Any] | None:
     """The policy amended so it allows the queue, or None when it already does."""
     sid = statement_id(environment_arn)
     statements = _as_list(policy.get("Statement"))

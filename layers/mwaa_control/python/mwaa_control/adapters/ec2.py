@@ -26,7 +26,7 @@ class Ec2EndpointNetwork:
         vpcs = {s["VpcId"] for s in subnets}
         if len(vpcs) != 1:
             raise NetworkLayoutError(f"subnets {list(subnet_ids)} span {len(vpcs)} VPCs ({sorted(vpcs)})")
-        return vpcs.pop()
+        return str(vpcs.pop())
 
     def _describe(self, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
         paginator = self._ec2.get_paginator("describe_vpc_endpoints")

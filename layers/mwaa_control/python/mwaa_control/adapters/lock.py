@@ -77,9 +77,7 @@ class DynamoDbLeaseLock:
         delay = 0.05
         while not self._try_acquire(key, owner):
             if self._clock() >= deadline:
-                raise LockNotAcquired(
-                    f"another invocation is working on {key}; the event will be retried"
-                )
+                raise LockNotAcquired(f"another invocation is working on {key}; the event will be retried")
             self._sleep(delay)
             delay = min(delay * 2, 2.0)
         try:

@@ -1,0 +1,225 @@
+"""`make demo`: the control plane against the local cloud, as an on-call engineer would watch it.
+
+A participant account creates a customer-managed-endpoint MWAA environment in a VPC shared by the
+owner account; the owner's stack (from template.yaml) creates its endpoints when it goes PENDING,
+MWAA finishes creating it, and deleting it removes the endpoints again. A second environment whose
+events are all lost is rescued by the scheduled reconciler. Exits non-zero if anything is off.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timedelta
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from localcloud import LocalCloud
+from localcloud.eventbus import Delivery
+
+OWNER, PARTICIPANT = "123456789012", "222222222222"
+RESTRICTIVE_SQS_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": []}],
+}
+
+console = Console(highlight=False, width=150)
+
+
+class Timeline:
+    def __init__(self, cloud: LocalCloud) -> None:
+        self.cloud = cloud
+        self.start = cloud.clock.now()
+        self._events = 0
+        self._deliveries = 0
+
+    def stamp(self, at: datetime | None = None) -> str:
+        minutes = int(((at or self.cloud.clock.now()) - self.start).total_seconds() // 60)
+        return f"T+{minutes // 60:02d}:{minutes % 60:02d}"
+
+    def note(self, text: str) -> None:
+        console.print(f"[dim]{self.stamp()}[/dim]  {text}")
+
+    def flush(self) -> None:
+        emitted = self.cloud.emulator.emitted[self._events :]
+        deliveries = self.cloud.events.deliveries[self._deliveries :]
+        self._events += len(emitted)
+        self._deliveries += len(deliveries)
+        for event in emitted:
+            detail = event["detail"]
+            console.print(
+                f"[dim]{self.stamp(datetime.fromisoformat(event['time']))}[/dim]  [bold]{detail['name']}[/bold] "
+                f"({event['account']}) {detail['previousStatus'] or '-'} -> [cyan]{detail['status']}[/cyan]"
+            )
+        for delivery in deliveries:
+            console.print(f"          {describe(delivery)}")
+
+    def run(self, duration: timedelta) -> None:
+        step = timedelta(minutes=1)
+        elapsed = timedelta(0)
+        while elapsed < duration:
+            self.cloud.clock.advance(step)
+            elapsed += step
+            self.flush()
+
+
+def describe(delivery: Delivery) -> str:
+    if delivery.error:
+        return f"[red]{delivery.function} failed: {delivery.error}[/red]"
+    outcome = delivery.outcome or {}
+    actions = ", ".join(
+        f"{a['action']} {a.get('role') or ''} {a.get('endpoint_id') or ''}".strip() for a in outcome.get("actions", [])
+    )
+    colour = {"provisioned": "green", "removed": "yellow"}.get(outcome.get("outcome", ""), "dim")
+    summary = f"{delivery.function}: {outcome.get('outcome')} ({outcome.get('reason')})"
+    return f"[{colour}]-> {summary}{': ' + actions if actions else ''}[/{colour}]"
+
+
+def check(condition: bool, message: str, failures: list[str]) -> None:
+    console.print(f"          {'[green]OK[/green]' if condition else '[red]FAIL[/red]'}  {message}")
+    if not condition:
+        failures.append(message)
+
+
+def endpoints_table(cloud: LocalCloud, vpc_id: str, title: str) -> list[dict[str, Any]]:
+    endpoints = [
+        e
+        for e in cloud.client("ec2").describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])[
+            "VpcEndpoints"
+        ]
+        if e["State"] != "deleted"
+    ]
+    table = Table(title=title, title_justify="left")
+    for column in ("endpoint", "service", "environment (tag)", "role"):
+        table.add_column(column)
+    for e in endpoints:
+        tags = {t["Key"]: t["Value"] for t in e.get("Tags", [])}
+        table.add_row(
+            e["VpcEndpointId"],
+            e["ServiceName"],
+            tags.get("mwaa-control:environment-arn", "(not ours)"),
+            tags.get("mwaa-control:endpoint-role", ""),
+        )
+    console.print(table)
+    return endpoints
+
+
+def missed_events_scenario(cloud: LocalCloud, timeline: Timeline, request: dict[str, Any], failures: list[str]) -> None:
+    console.rule("[bold]missed events: the scheduled reconciler")
+    cloud.emulator.event_mode = "drop"
+    timeline.note("owner creates 'reporting'; every status-change event is lost")
+    cloud.client("mwaa").create_environment(
+        Name="reporting", **{**request, "ExecutionRoleArn": f"arn:aws:iam::{OWNER}:role/mwaa-execution"}
+    )
+    timeline.run(timedelta(minutes=10))
+    status = cloud.client("mwaa").get_environment(Name="reporting")["Environment"]["Status"]
+    timeline.note(f"reporting is {status}; no event arrived")
+    result = cloud.run_schedule("EndpointReconcilerFunction")
+    for item in result["results"]:
+        timeline.note(f"reconciler: {item['environment_arn'].rsplit('/', 1)[1]} -> {item['outcome']}")
+    timeline.run(timedelta(minutes=16))
+    status = cloud.client("mwaa").get_environment(Name="reporting")["Environment"]["Status"]
+    check(status == "AVAILABLE", "reporting is AVAILABLE thanks to the polling fallback", failures)
+
+
+def main() -> int:
+    failures: list[str] = []
+    with LocalCloud(
+        parameters={"ParticipantRoleName": "mwaa-control-reader", "ParticipantAccountIds": PARTICIPANT},
+        environment_overrides={"POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "true"},
+    ) as cloud:
+        timeline = Timeline(cloud)
+        console.rule("[bold]mwaa-control demo: customer-managed endpoints in a shared VPC")
+        ec2 = cloud.client("ec2")
+        vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnets = [
+            ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"us-east-1{az}")["Subnet"][
+                "SubnetId"
+            ]
+            for i, az in ((1, "a"), (2, "b"))
+        ]
+        sg = ec2.create_security_group(GroupName="mwaa-shared", Description="MWAA", VpcId=vpc_id)["GroupId"]
+        sqs_endpoint = ec2.create_vpc_endpoint(
+            VpcId=vpc_id,
+            ServiceName="com.amazonaws.us-east-1.sqs",
+            VpcEndpointType="Interface",
+            SubnetIds=subnets,
+            SecurityGroupIds=[sg],
+            PolicyDocument=json.dumps(RESTRICTIVE_SQS_POLICY),
+        )["VpcEndpoint"]["VpcEndpointId"]
+        cloud.events.forwarding_accounts.add(PARTICIPANT)
+        timeline.note(
+            f"owner {OWNER} shares {vpc_id} ({subnets[0]}, {subnets[1]}); restrictive SQS endpoint {sqs_endpoint}"
+        )
+        request = {
+            "ExecutionRoleArn": f"arn:aws:iam::{PARTICIPANT}:role/mwaa-execution",
+            "SourceBucketArn": "arn:aws:s3:::participant-dags",
+            "DagS3Path": "dags",
+            "NetworkConfiguration": {"SubnetIds": subnets, "SecurityGroupIds": [sg]},
+            "EndpointManagement": "CUSTOMER",
+            "WebserverAccessMode": "PRIVATE_ONLY",
+            "AirflowVersion": "2.10.3",
+        }
+        with cloud.participant(PARTICIPANT) as participant:
+            mwaa = participant.client("mwaa")
+            timeline.note(f"participant {PARTICIPANT} creates 'analytics' with EndpointManagement=CUSTOMER")
+            mwaa.create_environment(Name="analytics", **request)
+            timeline.flush()
+            timeline.run(timedelta(minutes=25))
+            env = mwaa.get_environment(Name="analytics")["Environment"]
+            check(env["Status"] == "AVAILABLE", "analytics is AVAILABLE (not stuck in PENDING)", failures)
+            endpoints = endpoints_table(cloud, vpc_id, "Endpoints in the shared VPC while analytics runs")
+            ours = [e for e in endpoints if e["VpcEndpointId"] != sqs_endpoint]
+            check(
+                sorted(e["ServiceName"] for e in ours)
+                == sorted([env["DatabaseVpcEndpointService"], env["WebserverVpcEndpointService"]]),
+                "exactly one endpoint each for the database and the private webserver",
+                failures,
+            )
+            policy = json.loads(
+                ec2.describe_vpc_endpoints(VpcEndpointIds=[sqs_endpoint])["VpcEndpoints"][0]["PolicyDocument"]
+            )
+            check(
+                any(s.get("Resource") == [env["CeleryExecutorQueue"]] for s in policy["Statement"]),
+                "SQS endpoint policy now allows the environment's Celery queue",
+                failures,
+            )
+
+            timeline.note("the same PENDING event is redelivered five times")
+            pending = next(e for e in cloud.emulator.emitted if e["detail"]["status"] == "PENDING")
+            for _ in range(5):
+                cloud.events.publish(pending)
+            timeline.flush()
+            check(
+                len(endpoints_table(cloud, vpc_id, "After redelivery")) == 3, "still one endpoint per service", failures
+            )
+
+            timeline.note("participant deletes 'analytics'")
+            mwaa.delete_environment(Name="analytics")
+            timeline.flush()
+            timeline.run(timedelta(minutes=16))
+            remaining = endpoints_table(cloud, vpc_id, "Endpoints after deletion")
+            check(
+                [e["VpcEndpointId"] for e in remaining] == [sqs_endpoint],
+                "only the owner's SQS endpoint is left",
+                failures,
+            )
+            policy = json.loads(
+                ec2.describe_vpc_endpoints(VpcEndpointIds=[sqs_endpoint])["VpcEndpoints"][0]["PolicyDocument"]
+            )
+            check(policy == RESTRICTIVE_SQS_POLICY, "SQS endpoint policy is the owner's original again", failures)
+
+        missed_events_scenario(cloud, timeline, request, failures)
+
+    console.rule()
+    if failures:
+        console.print(f"[red bold]demo failed: {len(failures)} check(s)[/red bold]")
+        return 1
+    console.print("[green bold]demo passed[/green bold]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
