@@ -1,12 +1,13 @@
 # The two set-up commands are `make demo` and `make test`; each installs what it needs first.
 SHELL := /bin/bash
-UV ?= uv
+# uv from PATH, else as a module of the machine's python3 (pip may install it off PATH).
+UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --locked
 
 .PHONY: setup demo test lint bench build clean
 
 setup:
-	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --locked
 
 demo: setup
