@@ -4,6 +4,7 @@ and foreign events, cleanup, the polling fallback and the shared-VPC (cross-acco
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -12,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from mwaa_control.adapters.ec2 import Ec2EndpointNetwork
 
 from localcloud import LocalCloud
 from tests.conftest import (
@@ -100,26 +102,43 @@ def test_same_event_delivered_five_times_yields_one_endpoint_per_service(cloud: 
     assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 3
 
 
-def test_concurrent_deliveries_yield_one_endpoint_per_service(cloud: LocalCloud, vpc: SharedVpc) -> None:
+def test_concurrent_deliveries_yield_one_endpoint_per_service(
+    cloud: LocalCloud, vpc: SharedVpc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given five concurrent deliveries, and a race window held open: every invocation that has
+    # looked up the existing endpoints waits (up to 1 s) for the others to have looked too. Without
+    # the per-environment lease all five would see none and create ten endpoints.
     cloud.emulator.event_mode = "drop"
     cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc))
     cloud.clock.advance(timedelta(minutes=5))
+    looked = threading.Barrier(5)
+    original = Ec2EndpointNetwork.managed_endpoints
+
+    def slow_lookup(self: Ec2EndpointNetwork, environment_arn: str | None = None) -> Any:
+        found = original(self, environment_arn)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            looked.wait(timeout=1)
+        return found
+
+    monkeypatch.setattr(Ec2EndpointNetwork, "managed_endpoints", slow_lookup)
     event = load_event("mwaa_status_pending.json")
-    barrier = threading.Barrier(5)
+    start = threading.Barrier(5)
     errors: list[BaseException] = []
 
     def deliver() -> None:
-        barrier.wait()
+        start.wait()
         try:
             cloud.lambdas.invoke(MANAGER, copy.deepcopy(event))
         except BaseException as error:  # collected and asserted below
             errors.append(error)
 
+    # When they run at once
     threads = [threading.Thread(target=deliver) for _ in range(5)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    # Then exactly one endpoint per service exists
     assert errors == []
     endpoints = live_endpoints(cloud.client("ec2"), vpc.vpc_id)
     assert len(endpoints) == 3
