@@ -1,0 +1,1 @@
+"""Running Airflow commands on MWAA environments: the CLI token endpoint and InvokeRestApi."""

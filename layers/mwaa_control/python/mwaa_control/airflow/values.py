@@ -1,0 +1,59 @@
+"""Validation of user-supplied values before they reach an Airflow command line.
+
+Commands are built as argument lists and quoted with shlex, so quotes, spaces, newlines and shell
+metacharacters arrive as data. What remains dangerous is a value Airflow's argument parser would
+read as an option (a leading '-') or one Airflow itself would refuse; those are rejected here,
+before anything is sent, with the rule that was broken.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from mwaa_control.airflow.errors import UnsafeValue
+
+# Airflow's KEY_REGEX for DAG and task ids (\w is Unicode-aware), at most 250 characters.
+_DAG_ID = re.compile(r"^[\w.-]+$")
+# Airflow's default run id pattern (scheduler.allowed_run_id_pattern).
+_RUN_ID = re.compile(r"^[A-Za-z0-9_.~:+-]+$")
+_VARIABLE_KEY = re.compile(r"^[\w.-]+$")
+MAX_CONF_BYTES = 256 * 1024
+
+
+def dag_id(value: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 250:
+        raise UnsafeValue(f"DAG id must be 1-250 characters, got {len(value) if isinstance(value, str) else value!r}")
+    if not _DAG_ID.match(value) or "\n" in value:
+        raise UnsafeValue(f"DAG id {value!r} has characters Airflow does not allow (letters, digits, _ . - only)")
+    if value.startswith("-"):
+        raise UnsafeValue(f"DAG id {value!r} starts with '-' and would be read as an option")
+    return value
+
+
+def run_id(value: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 250:
+        raise UnsafeValue("run id must be 1-250 characters")
+    if not _RUN_ID.match(value) or value.startswith("-"):
+        raise UnsafeValue(f"run id {value!r} must match {_RUN_ID.pattern} and not start with '-'")
+    return value
+
+
+def variable_key(value: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 250 or not _VARIABLE_KEY.match(value):
+        raise UnsafeValue(f"variable key {value!r} must be 1-250 letters, digits, _ . -")
+    return value
+
+
+def conf_json(conf: Any) -> str:
+    """The conf as a JSON object string (ASCII-escaped, so no raw newline or byte is ever quoted)."""
+    if not isinstance(conf, dict):
+        raise UnsafeValue(f"conf must be a JSON object, got {type(conf).__name__}")
+    try:
+        text = json.dumps(conf, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as error:
+        raise UnsafeValue(f"conf is not JSON-serialisable: {error}") from None
+    if len(text.encode()) > MAX_CONF_BYTES:
+        raise UnsafeValue(f"conf is {len(text)} bytes; the limit is {MAX_CONF_BYTES} (pass large data by reference)")
+    return text
