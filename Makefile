@@ -4,17 +4,26 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --locked
 
-.PHONY: setup demo test lint bench build clean
+.PHONY: setup airflow-venvs demo test lint bench build clean
+AIRFLOW_RELEASES := 2.11.0 3.0.6
+PYTHON := $(shell python3 -c 'import sys; print(sys.executable)')
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --locked
 
+# Real Apache Airflow, one virtualenv per major line MWAA offers, behind the MWAA emulator.
+airflow-venvs: setup $(foreach r,$(AIRFLOW_RELEASES),.airflow/$(r)/bin/airflow)
+
+.airflow/%/bin/airflow:
+	$(UV) venv -q --python $(PYTHON) .airflow/$*
+	VIRTUAL_ENV=$(CURDIR)/.airflow/$* $(UV) pip install -q "apache-airflow==$*"
+
 demo: setup
 	$(RUN) python -m localcloud.demo
 
-test: setup lint
-	$(RUN) pytest -n 2 -q
+test: setup lint airflow-venvs
+	$(RUN) pytest -n 2 --dist loadscope -q
 
 lint: setup
 	$(RUN) ruff check .

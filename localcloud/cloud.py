@@ -18,8 +18,9 @@ from localcloud.clock import ManualClock
 from localcloud.eventbus import TemplateEventRouter
 from localcloud.lambdas import LocalLambda
 from localcloud.mwaa.emulator import MwaaEmulator, Timings
-from localcloud.mwaa.http import MwaaHttpFrontend
+from localcloud.mwaa.http import EmulatorWebTransport, MwaaHttpFrontend
 from localcloud.template import functions, load_template, resources_of_type
+from mwaa_control.airflow.transport import set_default_transport
 
 HOME_ACCOUNT = "123456789012"
 
@@ -72,6 +73,7 @@ class LocalCloud:
         )
         self.lambdas = LocalLambda(functions(self.template), self.account, self.region)
         self._install("before-send.mwaa", MwaaHttpFrontend(self.emulator))
+        set_default_transport(EmulatorWebTransport(self.emulator))
         self._install("before-call.lambda.Invoke", self.lambdas.before_call)
         self._deploy_resources()
         self._set_env({**self._function_environment(), **self.environment_overrides})
@@ -83,6 +85,7 @@ class LocalCloud:
         for event_name, handler in self._handlers:
             if (event_name, handler) in BUILTIN_HANDLERS:
                 BUILTIN_HANDLERS.remove((event_name, handler))
+        set_default_transport(None)
         self._mock.stop()
         for key, value in self._saved_env.items():
             if value is None:

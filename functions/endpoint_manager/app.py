@@ -7,6 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from mwaa_control.composition import endpoint_service
 from mwaa_control.endpoints import EndpointService
 from mwaa_control.errors import CrossAccountNotConfigured, InvalidEnvironmentReference

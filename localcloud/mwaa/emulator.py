@@ -8,16 +8,22 @@ DELETING -> DELETED. Every transition emits an "MWAA Environment Status Change" 
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import re
 import secrets
+import shlex
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
+from localcloud.airflow.backend import AirflowBackend
 from localcloud.clock import ManualClock
 
 CREATABLE_VERSIONS = ("2.7.2", "2.8.1", "2.9.2", "2.10.1", "2.10.3", "2.11.0", "3.0.6")
@@ -58,11 +64,12 @@ STATUS_CHANGE = "MWAA Environment Status Change"
 
 
 class MwaaApiError(Exception):
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    def __init__(self, code: str, message: str, status: int = 400, **fields: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.fields = fields
 
 
 def _validation(message: str) -> MwaaApiError:
@@ -192,6 +199,48 @@ def _service_account(region: str) -> str:
     return "210987654321"
 
 
+_CLI_COMMON = {
+    "dags": {
+        "delete",
+        "list",
+        "list-jobs",
+        "list-import-errors",
+        "list-runs",
+        "next-execution",
+        "pause",
+        "report",
+        "reserialize",
+        "show",
+        "state",
+        "test",
+        "trigger",
+        "unpause",
+    },
+    "connections": {"add", "delete"},
+    "db": {"clean"},
+    "roles": {"add-perms", "create", "delete", "del-perms", "export", "import", "list"},
+    "tasks": {"clear", "failed-deps", "list", "render", "state", "states-for-dag-run", "test"},
+    "variables": {"delete", "get", "list", "set"},
+    "version": set(),
+}
+
+
+def _cli_supported(argv: list[str], major: int) -> bool:
+    """The subset of the Airflow CLI MWAA's endpoint accepts (mwaa-facts.md, 'Invoking Airflow')."""
+    if not argv:
+        return False
+    allowed = {group: set(subs) for group, subs in _CLI_COMMON.items()}
+    if major >= 3:
+        allowed["assets"] = {"list", "details", "materialize"}
+        allowed["backfill"] = {"create"}
+    else:
+        allowed["dags"].add("backfill")
+        allowed["tasks"].add("run")
+    if argv[0] not in allowed:
+        return False
+    return not allowed[argv[0]] or (len(argv) > 1 and argv[1] in allowed[argv[0]])
+
+
 EventMode = Literal["deliver", "drop", "duplicate"]
 EndpointLookup = Callable[[str, str, set[str]], bool]
 SubnetLookup = Callable[[str, list[str]], list[dict[str, str]]]
@@ -215,6 +264,7 @@ class MwaaEmulator:
         subnet_lookup: SubnetLookup,
         endpoints_exist: EndpointLookup,
         timings: Timings | None = None,
+        workdir: Path | None = None,
     ) -> None:
         self.clock = clock
         self.timings = timings or Timings()
@@ -228,6 +278,9 @@ class MwaaEmulator:
         self._faults: dict[str, list[Fault]] = {}
         self._lock = threading.RLock()
         self._outbox: list[dict[str, Any]] = []
+        self._workdir = workdir or Path(tempfile.mkdtemp(prefix="mwaa-emulator-"))
+        self._backends: dict[str, AirflowBackend] = {}
+        self._tokens: dict[str, tuple[tuple[str, str, str], datetime, str]] = {}
         clock.on_advance(self.tick)
 
     # --- test controls -------------------------------------------------------------------
@@ -425,6 +478,106 @@ class MwaaEmulator:
         for key in params.get("tagKeys", []):
             env.tags.pop(key, None)
         return {}
+
+    # --- Airflow inside the environment ----------------------------------------------------
+    def airflow(self, account: str, region: str, name: str) -> AirflowBackend:
+        """The real Airflow behind an environment (one per environment generation)."""
+        env = self._get(account, region, name)
+        if env.token not in self._backends:
+            major = int(str(env.config.get("AirflowVersion", DEFAULT_VERSION)).split(".", maxsplit=1)[0])
+            self._backends[env.token] = AirflowBackend(self._workdir / f"{name}-{env.token[:8]}", major)
+        return self._backends[env.token]
+
+    def _available(self, account: str, region: str, name: str) -> EmulatedEnvironment:
+        env = self._get(account, region, name)
+        if env.status not in ("AVAILABLE", "UPDATING", "UPDATE_FAILED"):
+            raise _validation(f"Environment {name} is {env.status}; the web server is not available")
+        return env
+
+    def _op_CreateCliToken(self, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        env = self._available(account, region, params["Name"])
+        token = secrets.token_urlsafe(48)
+        host = env.describe()["WebserverUrl"]
+        self._tokens[token] = ((account, region, env.name), self.clock.now() + timedelta(seconds=60), host)
+        return {"CliToken": token, "WebServerHostname": host}
+
+    def _op_CreateWebLoginToken(self, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        env = self._available(account, region, params["Name"])
+        return {
+            "WebToken": secrets.token_urlsafe(48),
+            "WebServerHostname": env.describe()["WebserverUrl"],
+            "IamIdentity": f"arn:aws:iam::{account}:user/emulated",
+            "AirflowIdentity": "assumed-role/emulated",
+        }
+
+    def _op_InvokeRestApi(self, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        env = self._available(account, region, params["Name"])
+        path, method = params.get("Path", ""), params.get("Method", "")
+        if not path.startswith("/") or method not in ("GET", "PUT", "POST", "PATCH", "DELETE"):
+            raise _validation("Path must start with '/' and Method be GET, PUT, POST, PATCH or DELETE")
+        backend = self.airflow(account, region, env.name)
+        self._lock.release()  # Airflow takes seconds; other API calls must not wait on it
+        try:
+            status, text = backend.rest(method, path, params.get("QueryParameters"), params.get("Body"))
+        finally:
+            self._lock.acquire()
+        try:
+            document: Any = json.loads(text) if text else None
+        except ValueError:
+            document = text
+        if status >= 500:
+            raise MwaaApiError(
+                "RestApiServerException",
+                "Airflow REST API server error",
+                400,
+                RestApiStatusCode=status,
+                RestApiResponse=document,
+            )
+        if status >= 400:
+            raise MwaaApiError(
+                "RestApiClientException",
+                "Airflow REST API client error",
+                400,
+                RestApiStatusCode=status,
+                RestApiResponse=document,
+            )
+        return {"RestApiStatusCode": status, "RestApiResponse": document}
+
+    def web_cli(self, host: str, path: str, authorization: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """The web server's /aws_mwaa/cli endpoint: (status, headers, body)."""
+        with self._lock:
+            self.calls.append(("WebCli", host))
+            try:
+                self._raise_injected("WebCli")
+            except MwaaApiError as fault:
+                return fault.status, {}, json.dumps({"message": fault.message}).encode()
+            token = authorization.removeprefix("Bearer ").strip()
+            entry = self._tokens.get(token)
+            if entry is None or entry[2] != host:
+                return 403, {}, b'{"message": "Forbidden"}'
+            if entry[1] <= self.clock.now():
+                return 403, {}, b'{"message": "Token expired"}'
+            env = self._environments.get(entry[0])
+            if env is None:
+                return 404, {}, b'{"message": "Not found"}'
+            major = int(str(env.config.get("AirflowVersion", DEFAULT_VERSION)).split(".", maxsplit=1)[0])
+            if major >= 3 and path == "/aws_mwaa/cli":
+                return 307, {"Location": f"https://{host}/aws_mwaa/cli/"}, b""
+            if path != ("/aws_mwaa/cli/" if major >= 3 else "/aws_mwaa/cli"):
+                return 404, {}, b'{"message": "Not found"}'
+            try:
+                argv = shlex.split(body.decode())
+            except ValueError as error:
+                return 400, {}, json.dumps({"message": f"Malformed command: {error}"}).encode()
+            if not _cli_supported(argv, major):
+                return 400, {}, json.dumps({"message": f"Command not supported: {' '.join(argv[:2])}"}).encode()
+            backend = self.airflow(*entry[0])
+        done = backend.cli(argv)
+        payload = {
+            "stdout": base64.b64encode(done.stdout.encode()).decode(),
+            "stderr": base64.b64encode(done.stderr.encode()).decode(),
+        }
+        return 200, {"Content-Type": "application/json"}, json.dumps(payload).encode()
 
     # --- lifecycle -----------------------------------------------------------------------
     def _advance_lifecycles(self) -> None:

@@ -15,6 +15,7 @@ from moto.core.botocore_stubber import MockRawResponse
 from moto.iam.models import get_account_id_from
 
 from localcloud.mwaa.emulator import MwaaApiError, MwaaEmulator
+from mwaa_control.airflow.transport import HttpResponse
 
 _HOST = re.compile(r"^(?:api|env)\.airflow\.(?P<region>[a-z0-9-]+)\.amazonaws\.com$")
 _CREDENTIAL = re.compile(r"Credential=(?P<key>[^/]+)/\d{8}/(?P<region>[^/]+)/")
@@ -75,4 +76,20 @@ class MwaaHttpFrontend:
         try:
             return 200, self.emulator.call(operation, account, region, params)
         except MwaaApiError as error:
-            return error.status, {"__type": error.code, "message": error.message}
+            return error.status, {"__type": error.code, "message": error.message, **error.fields}
+
+
+class EmulatorWebTransport:
+    """mwaa_control's WebTransport answered by the emulator's web servers (no network)."""
+
+    def __init__(self, emulator: MwaaEmulator) -> None:
+        self.emulator = emulator
+
+    def post(self, url: str, *, headers: dict[str, str], body: bytes, timeout: float) -> HttpResponse:
+        parts = urlsplit(url)
+        if parts.scheme != "https":
+            raise ConnectionError(f"refusing non-HTTPS URL {url}")
+        status, response_headers, payload = self.emulator.web_cli(
+            parts.hostname or "", parts.path, headers.get("Authorization", ""), body
+        )
+        return HttpResponse(status, payload, response_headers.get("Location"))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from mwaa_control.adapters.ec2 import Ec2EndpointNetwork
-from mwaa_control.errors import NetworkLayoutError
 
 from localcloud import LocalCloud
+from mwaa_control.adapters.ec2 import Ec2EndpointNetwork
+from mwaa_control.errors import NetworkLayoutError
 from tests.conftest import RESTRICTIVE_SQS_POLICY, SharedVpc, build_shared_vpc
 
 ENV = "arn:aws:airflow:us-east-1:123456789012:environment/etl"

@@ -6,10 +6,10 @@ import threading
 import time
 
 import pytest
-from mwaa_control.adapters.lock import DynamoDbLeaseLock
-from mwaa_control.errors import LockNotAcquired
 
 from localcloud import LocalCloud
+from mwaa_control.adapters.lock import DynamoDbLeaseLock
+from mwaa_control.errors import LockNotAcquired
 
 
 def lock(cloud: LocalCloud, **kwargs: float) -> DynamoDbLeaseLock:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from mwaa_control.endpoints import EndpointService, client_token, required_services
 from mwaa_control.errors import NetworkLayoutError
 from mwaa_control.models import Environment, EnvironmentRef
 from mwaa_control.ports import SqsEndpoint
-
 from tests.unit.fakes import FakeDirectory, FakeLock, FakeNetwork
 
 ARN = "arn:aws:airflow:us-east-1:123456789012:environment/etl"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 
 import pytest
+
 from mwaa_control.errors import InvalidEnvironmentReference
 from mwaa_control.events import environment_of
 from mwaa_control.models import EnvironmentRef
-
 from tests.conftest import load_event
 
 

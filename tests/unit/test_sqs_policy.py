@@ -6,6 +6,7 @@ import json
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from mwaa_control.sqs_policy import CELERY_QUEUE_ACTIONS, policy_allowing_queue, policy_without_environment
 
 ENV = "arn:aws:airflow:us-east-1:123456789012:environment/etl"

@@ -13,9 +13,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from mwaa_control.adapters.ec2 import Ec2EndpointNetwork
 
 from localcloud import LocalCloud
+from mwaa_control.adapters.ec2 import Ec2EndpointNetwork
 from tests.conftest import (
     RESTRICTIVE_SQS_POLICY,
     SharedVpc,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mwaa_control.adapters.clients import client
 from mwaa_control.adapters.ec2 import Ec2EndpointNetwork
 from mwaa_control.adapters.lock import DynamoDbLeaseLock
 from mwaa_control.adapters.mwaa import MwaaDirectory
+from mwaa_control.airflow.cli import MwaaCli
+from mwaa_control.airflow.client import AirflowClient, airflow_major
+from mwaa_control.airflow.rest import MwaaRest
 from mwaa_control.endpoints import EndpointService
 from mwaa_control.settings import EndpointSettings
 
@@ -27,4 +32,17 @@ def endpoint_service(settings: EndpointSettings) -> EndpointService:
             wait_seconds=settings.lock_wait_seconds,
         ),
         deployment_id=settings.deployment_id,
+    )
+
+
+def airflow_client(environment: str, *, region: str | None = None, mwaa: Any = None) -> AirflowClient:
+    """A client for one environment; its Airflow version (2 or 3) decides paths and flags."""
+    mwaa = mwaa or client("mwaa", region=region)
+    version = str(mwaa.get_environment(Name=environment)["Environment"]["AirflowVersion"])
+    major = airflow_major(version)
+    return AirflowClient(
+        MwaaCli(mwaa, environment, airflow_major=major),
+        MwaaRest(mwaa, environment),
+        environment=environment,
+        airflow_version=version,
     )

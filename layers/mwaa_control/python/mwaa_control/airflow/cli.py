@@ -77,8 +77,12 @@ class MwaaCli:
                     delay = min(0.5 * 2**attempt, 8.0)
                     logger.warning(
                         "retrying Airflow CLI command",
-                        extra={"environment": self._environment, "command": argv[:2], "error": str(error),
-                               "attempt": attempt},
+                        extra={
+                            "environment": self._environment,
+                            "command": argv[:2],
+                            "error": str(error),
+                            "attempt": attempt,
+                        },
                     )
                     self._sleep(delay)
         raise AssertionError("unreachable")

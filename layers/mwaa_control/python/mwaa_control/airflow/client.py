@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
@@ -86,26 +87,41 @@ class AirflowClient:
         return self._cli.run(argv)
 
     def trigger_dag(
-        self, dag_id: str, *, conf: dict[str, Any] | None = None, run_id: str | None = None,
+        self,
+        dag_id: str,
+        *,
+        conf: dict[str, Any] | None = None,
+        run_id: str | None = None,
         logical_date: str | None = None,
     ) -> DagRun:
-        argv = ["dags", "trigger", values.dag_id(dag_id), "-c", values.conf_json(conf or {}), "-o", "json"]
-        if run_id is not None:
-            argv += ["-r", values.run_id(run_id)]
+        """Trigger through the CLI, then read the run back through the REST API.
+
+        We always choose the run id, so the run can be found again whatever Airflow prints; and the
+        run is re-read because Airflow 2's `-o json` output renders nested conf values as strings.
+        """
+        run_id = values.run_id(run_id or f"manual__mwaa_control__{uuid.uuid4().hex}")
+        argv = [
+            "dags",
+            "trigger",
+            values.dag_id(dag_id),
+            "-c",
+            values.conf_json(conf or {}),
+            "-r",
+            run_id,
+            "-o",
+            "json",
+        ]
         if logical_date is not None:
             # Airflow 3 renamed --exec-date to --logical-date.
             argv += ["--logical-date" if self.major >= 3 else "--exec-date", logical_date]
-        result = self._cli.run(argv)
-        document = self._document(result, "dags trigger")
+        document = self._document(self._cli.run(argv), "dags trigger")
         runs = document if isinstance(document, list) else [document]
-        if len(runs) != 1 or not isinstance(runs[0], dict):
-            raise UnexpectedAirflowOutput(f"{self.environment}: dags trigger returned {len(runs)} runs")
-        run = DagRun.model_validate(runs[0])
-        if run.dag_id != dag_id or (run_id is not None and run.run_id != run_id):
+        reported = [(r.get("dag_id"), r.get("dag_run_id") or r.get("run_id")) for r in runs if isinstance(r, dict)]
+        if reported != [(dag_id, run_id)]:
             raise UnexpectedAirflowOutput(
-                f"{self.environment}: asked to trigger {dag_id}/{run_id}, Airflow reported {run.dag_id}/{run.run_id}"
+                f"{self.environment}: triggered {dag_id}/{run_id}, Airflow reported {reported}"
             )
-        return run
+        return self.dag_run(dag_id, run_id)
 
     def _document(self, result: CliResult, what: str) -> Any:
         try:

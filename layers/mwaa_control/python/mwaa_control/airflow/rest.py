@@ -15,9 +15,7 @@ class MwaaRest:
         self._mwaa = mwaa
         self._environment = environment
 
-    def call(
-        self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None
-    ) -> Any:
+    def call(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None) -> Any:
         request: dict[str, Any] = {"Name": self._environment, "Path": path, "Method": method}
         if query:
             request["QueryParameters"] = query

@@ -27,7 +27,11 @@ class Urllib3Transport:
 
     def post(self, url: str, *, headers: dict[str, str], body: bytes, timeout: float) -> HttpResponse:
         response = self._pool.request(
-            "POST", url, headers=headers, body=body, timeout=urllib3.Timeout(connect=5, read=timeout),
+            "POST",
+            url,
+            headers=headers,
+            body=body,
+            timeout=urllib3.Timeout(connect=5, read=timeout),
             redirect=False,
         )
         return HttpResponse(response.status, response.data, response.headers.get("Location"))

@@ -1,0 +1,1 @@
+"""Real Apache Airflow behind the MWAA emulator's CLI endpoint and InvokeRestApi."""
