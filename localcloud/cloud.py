@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -19,7 +20,7 @@ from localcloud.eventbus import TemplateEventRouter
 from localcloud.lambdas import LocalLambda
 from localcloud.mwaa.emulator import MwaaEmulator, Timings
 from localcloud.mwaa.http import EmulatorWebTransport, MwaaHttpFrontend
-from localcloud.template import functions, load_template, resources_of_type
+from localcloud.template import ROOT, functions, load_template, resources_of_type
 from mwaa_control.airflow.transport import set_default_transport
 
 HOME_ACCOUNT = "123456789012"
@@ -76,6 +77,7 @@ class LocalCloud:
         set_default_transport(EmulatorWebTransport(self.emulator))
         self._install("before-call.lambda.Invoke", self.lambdas.before_call)
         self._deploy_resources()
+        self._deploy_state_machines()
         self._set_env({**self._function_environment(), **self.environment_overrides})
         self.events = TemplateEventRouter(functions(self.template), self.client("lambda"), home_account=self.account)
         self.emulator.subscribe(self.events.publish)
@@ -146,7 +148,29 @@ class LocalCloud:
             if ref in self.template.get("Parameters", {}):
                 return self.parameters.get(ref, str(self.template["Parameters"][ref].get("Default", "")))
             return self.physical[ref]
+        if isinstance(value, dict) and "Fn::GetAtt" in value:
+            target = value["Fn::GetAtt"]
+            logical_id, attribute = target if isinstance(target, list) else str(target).split(".", 1)
+            resource_type = self.template["Resources"][logical_id]["Type"]
+            if resource_type == "AWS::Serverless::Function" and attribute == "Arn":
+                return f"arn:aws:lambda:{self.region}:{self.account}:function:{logical_id}"
         raise ValueError(f"local cloud cannot resolve {value!r}")
+
+    def _deploy_state_machines(self) -> None:
+        sfn = self.client("stepfunctions")
+        for logical_id, resource in resources_of_type(self.template, "AWS::Serverless::StateMachine").items():
+            props = resource["Properties"]
+            definition = (ROOT / props["DefinitionUri"]).read_text()
+            for key, raw in props.get("DefinitionSubstitutions", {}).items():
+                definition = definition.replace("${" + key + "}", self.resolve(raw))
+            leftover = re.findall(r"\$\{[A-Za-z0-9_]+\}", definition)
+            if leftover:
+                raise ValueError(f"{logical_id}: unsubstituted placeholders {leftover}")
+            self.physical[logical_id] = sfn.create_state_machine(
+                name=f"{self.stack_name}-{logical_id}",
+                definition=definition,
+                roleArn=f"arn:aws:iam::{self.account}:role/{logical_id}Role",
+            )["stateMachineArn"]
 
     def _function_environment(self) -> dict[str, str]:
         merged: dict[str, str] = {}

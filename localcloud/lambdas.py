@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
+from urllib.parse import unquote
 
 from botocore.awsrequest import AWSResponse
 from botocore.response import StreamingBody
@@ -103,7 +104,7 @@ class LocalLambda:
         """botocore before-call.lambda.Invoke handler."""
         body = params["body"]
         event = json.loads(body) if body else {}
-        function_name = params["url_path"].split("/functions/")[1].split("/")[0]
+        function_name = unquote(params["url_path"].split("/functions/")[1].split("/")[0])
         try:
             result = self.invoke(function_name, event)
             payload = json.dumps(result).encode()

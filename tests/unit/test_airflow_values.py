@@ -1,0 +1,105 @@
+"""Hostile DAG ids, run ids and conf values are delivered byte for byte or rejected before sending:
+never mangled, never executed. The endpoint side splits the command with shlex, as MWAA's does."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mwaa_control.airflow import values
+from mwaa_control.airflow.cli import MwaaCli, json_document
+from mwaa_control.airflow.errors import UnsafeValue
+from mwaa_control.airflow.transport import HttpResponse
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=20,
+)
+hostile_text = st.text(
+    alphabet=st.sampled_from(list("abc-_.;|&$`'\"\\\n\r\t *?!#~(){}[]<>=%é☃🚀\x00")), min_size=0, max_size=40
+)
+
+
+class RecordingEndpoint:
+    """A web server that does what MWAA's endpoint does with the body: shlex.split it."""
+
+    def __init__(self) -> None:
+        self.argv: list[list[str]] = []
+
+    def post(self, url: str, *, headers: dict[str, str], body: bytes, timeout: float) -> HttpResponse:
+        self.argv.append(shlex.split(body.decode()))
+        return HttpResponse(200, b'{"stdout": "", "stderr": ""}')
+
+
+class FakeMwaa:
+    def create_cli_token(self, Name: str) -> dict[str, str]:
+        return {"CliToken": "t0k3n", "WebServerHostname": "host.example"}
+
+
+def deliver(argv: list[str]) -> list[str]:
+    endpoint = RecordingEndpoint()
+    MwaaCli(FakeMwaa(), "env", airflow_major=2, transport=endpoint).run(argv)
+    return endpoint.argv[0]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(conf=st.dictionaries(st.text(), json_values, max_size=6))
+def test_any_conf_arrives_as_one_argument_that_decodes_to_the_same_value(conf: dict[str, Any]) -> None:
+    encoded = values.conf_json(conf)
+    received = deliver(["dags", "trigger", "my_dag", "-c", encoded])
+    assert received[:4] == ["dags", "trigger", "my_dag", "-c"] and len(received) == 5
+    assert received[4] == encoded
+    assert json.loads(received[4]) == conf
+
+
+@settings(max_examples=300)
+@given(candidate=hostile_text)
+def test_dag_ids_are_delivered_exactly_or_rejected(candidate: str) -> None:
+    try:
+        accepted = values.dag_id(candidate)
+    except UnsafeValue:
+        return
+    assert not accepted.startswith("-")
+    assert deliver(["dags", "trigger", accepted]) == ["dags", "trigger", candidate]
+
+
+@settings(max_examples=300)
+@given(candidate=hostile_text)
+def test_run_ids_are_delivered_exactly_or_rejected(candidate: str) -> None:
+    try:
+        accepted = values.run_id(candidate)
+    except UnsafeValue:
+        return
+    assert deliver(["dags", "trigger", "d", "-r", accepted])[-1] == candidate
+
+
+@pytest.mark.parametrize("bad", ["-h", "--help", "a b", "a;b", "$(id)", "a\nb", "", "x" * 251, "a/b"])
+def test_dangerous_dag_ids_are_rejected(bad: str) -> None:
+    with pytest.raises(UnsafeValue):
+        values.dag_id(bad)
+
+
+def test_unicode_dag_ids_are_allowed_as_airflow_allows_them() -> None:
+    assert values.dag_id("étl_日本") == "étl_日本"
+
+
+def test_conf_limits() -> None:
+    with pytest.raises(UnsafeValue, match="limit"):
+        values.conf_json({"x": "y" * (values.MAX_CONF_BYTES + 1)})
+    with pytest.raises(UnsafeValue, match="JSON object"):
+        values.conf_json(["not", "an", "object"])  # type: ignore[arg-type]
+    with pytest.raises(UnsafeValue, match="serialisable"):
+        values.conf_json({"nan": float("nan")})
+
+
+def test_json_document_is_found_after_log_lines() -> None:
+    stdout = '[2026-11-21] {plugins.py:37} INFO - setup plugin\nWARNING x\n[{"a": 1}]\n'
+    assert json_document(stdout) == [{"a": 1}]
+    with pytest.raises(ValueError):
+        json_document("[2026-11-21] only logs\n")
