@@ -28,7 +28,7 @@ test: setup lint airflow-venvs
 lint: setup
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy layers/mwaa_control/python/mwaa_control localcloud tests
+	$(RUN) mypy layers/mwaa_control/python/mwaa_control localcloud cli/mwaactl tests
 	@for f in functions/*/app.py; do $(RUN) mypy $$f || exit 1; done
 	$(RUN) cfn-lint template.yaml participant.yaml
 	$(UV) tool run --from 'checkov==3.3.30' checkov --quiet --compact --skip-download \

@@ -93,7 +93,7 @@ def test_conf_limits() -> None:
     with pytest.raises(UnsafeValue, match="limit"):
         values.conf_json({"x": "y" * (values.MAX_CONF_BYTES + 1)})
     with pytest.raises(UnsafeValue, match="JSON object"):
-        values.conf_json(["not", "an", "object"])  # type: ignore[arg-type]
+        values.conf_json(["not", "an", "object"])
     with pytest.raises(UnsafeValue, match="serialisable"):
         values.conf_json({"nan": float("nan")})
 
