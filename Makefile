@@ -19,7 +19,7 @@ airflow-venvs: setup $(foreach r,$(AIRFLOW_RELEASES),.airflow/$(r)/bin/airflow)
 	$(UV) venv -q --python $(PYTHON) .airflow/$*
 	VIRTUAL_ENV=$(CURDIR)/.airflow/$* $(UV) pip install -q "apache-airflow==$*"
 
-demo: setup
+demo: setup airflow-venvs
 	$(RUN) python -m localcloud.demo
 
 test: setup lint airflow-venvs

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,9 @@ from rich.table import Table
 
 from localcloud import LocalCloud
 from localcloud.eventbus import Delivery
+from mwaa_control import callback
+from mwaa_control.composition import airflow_client
+from mwaa_control.observability import logger
 
 OWNER, PARTICIPANT = "123456789012", "222222222222"
 RESTRICTIVE_SQS_POLICY = {
@@ -124,12 +128,68 @@ def missed_events_scenario(cloud: LocalCloud, timeline: Timeline, request: dict[
     check(status == "AVAILABLE", "reporting is AVAILABLE thanks to the polling fallback", failures)
 
 
+DEMO_DAG = """
+from datetime import datetime
+from airflow import DAG
+try:
+    from airflow.providers.standard.operators.empty import EmptyOperator
+except ImportError:
+    from airflow.operators.empty import EmptyOperator
+
+with DAG("nightly_orders", start_date=datetime(2024, 1, 1), schedule=None, catchup=False):
+    EmptyOperator(task_id="load")
+"""
+
+
+def run_dag_scenario(cloud: LocalCloud, timeline: Timeline, failures: list[str]) -> None:
+    console.rule("[bold]run a DAG from Step Functions and wait for its callback")
+    backend = cloud.emulator.airflow(cloud.account, cloud.region, "reporting")
+    backend.ensure_ready()
+    (backend.dags_folder / "nightly_orders.py").write_text(DEMO_DAG)
+    timeline.note("DAG file nightly_orders.py synced to 'reporting'; Airflow parses it")
+    backend.parse_dags()
+    sfn = cloud.client("stepfunctions")
+    execution = sfn.start_execution(
+        stateMachineArn=cloud.physical["RunDagStateMachine"],
+        name="nightly-orders-demo",
+        input=json.dumps({"environment": "reporting", "dag_id": "nightly_orders", "conf": {"day": "2026-11-21"}}),
+    )["executionArn"]
+    timeline.note("RunDagStateMachine started: 'Trigger DAG and wait for its callback'")
+    client = airflow_client("reporting", mwaa=cloud.client("mwaa"))
+    run = None
+    deadline = time.monotonic() + 300
+    while run is None and time.monotonic() < deadline:
+        runs = cloud.client("mwaa").invoke_rest_api(Name="reporting", Method="GET", Path="/dags/nightly_orders/dagRuns")
+        found = [r["dag_run_id"] for r in runs["RestApiResponse"]["dag_runs"]]
+        run = client.dag_run("nightly_orders", found[0]) if found else None
+        if run is None:
+            time.sleep(2)
+    if run is None:
+        check(False, "the workflow triggered the DAG", failures)
+        return
+    timeline.note(
+        f"real Airflow {backend.major}.x has run [bold]{run.run_id}[/bold] ({run.state}), "
+        f"conf day={(run.conf or {}).get('day')}"
+    )
+    reporter = callback.from_conf(run.conf)
+    check(reporter is not None, "the run's conf carries the task-token callback", failures)
+    if reporter:
+        timeline.note("the DAG's last task reports success through the callback contract")
+        reporter.success({"rows_loaded": 1234})
+    while sfn.describe_execution(executionArn=execution)["status"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    described = sfn.describe_execution(executionArn=execution)
+    timeline.note(f"execution {described['status']}: {described.get('output', '')}")
+    check(described["status"] == "SUCCEEDED", "the workflow finished with the DAG's output", failures)
+
+
 def main() -> int:
     failures: list[str] = []
     with LocalCloud(
         parameters={"ParticipantRoleName": "mwaa-control-reader", "ParticipantAccountIds": PARTICIPANT},
         environment_overrides={"POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "true"},
     ) as cloud:
+        logger.setLevel("ERROR")  # the timeline tells the story; handlers' JSON logs would drown it
         timeline = Timeline(cloud)
         console.rule("[bold]mwaa-control demo: customer-managed endpoints in a shared VPC")
         ec2 = cloud.client("ec2")
@@ -212,6 +272,7 @@ def main() -> int:
             check(policy == RESTRICTIVE_SQS_POLICY, "SQS endpoint policy is the owner's original again", failures)
 
         missed_events_scenario(cloud, timeline, request, failures)
+        run_dag_scenario(cloud, timeline, failures)
 
     console.rule()
     if failures:
