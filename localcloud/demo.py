@@ -19,16 +19,12 @@ from rich.table import Table
 
 from localcloud import LocalCloud
 from localcloud.eventbus import Delivery
+from localcloud.network import RESTRICTIVE_SQS_POLICY, build_shared_vpc
 from mwaa_control import callback
 from mwaa_control.composition import airflow_client
 from mwaa_control.observability import logger
 
 OWNER, PARTICIPANT = "123456789012", "222222222222"
-RESTRICTIVE_SQS_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": []}],
-}
-
 console = Console(highlight=False, width=150)
 
 
@@ -193,22 +189,8 @@ def main() -> int:
         timeline = Timeline(cloud)
         console.rule("[bold]mwaa-control demo: customer-managed endpoints in a shared VPC")
         ec2 = cloud.client("ec2")
-        vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        subnets = [
-            ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"us-east-1{az}")["Subnet"][
-                "SubnetId"
-            ]
-            for i, az in ((1, "a"), (2, "b"))
-        ]
-        sg = ec2.create_security_group(GroupName="mwaa-shared", Description="MWAA", VpcId=vpc_id)["GroupId"]
-        sqs_endpoint = ec2.create_vpc_endpoint(
-            VpcId=vpc_id,
-            ServiceName="com.amazonaws.us-east-1.sqs",
-            VpcEndpointType="Interface",
-            SubnetIds=subnets,
-            SecurityGroupIds=[sg],
-            PolicyDocument=json.dumps(RESTRICTIVE_SQS_POLICY),
-        )["VpcEndpoint"]["VpcEndpointId"]
+        vpc = build_shared_vpc(ec2)
+        vpc_id, subnets, sg, sqs_endpoint = vpc.vpc_id, vpc.subnet_ids, vpc.security_group_id, vpc.sqs_endpoint_id
         cloud.events.forwarding_accounts.add(PARTICIPANT)
         timeline.note(
             f"owner {OWNER} shares {vpc_id} ({subnets[0]}, {subnets[1]}); restrictive SQS endpoint {sqs_endpoint}"

@@ -58,6 +58,21 @@ CREATE_KEYS = {
     "MaxWebservers",
 }
 UPDATE_KEYS = CREATE_KEYS - {"KmsKey", "Tags", "EndpointManagement"}
+# Keys GetEnvironment returns as they were given (the others get defaults or are rebuilt).
+ECHOED_KEYS = CREATE_KEYS - {
+    "EnvironmentClass",
+    "MaxWorkers",
+    "MinWorkers",
+    "Schedulers",
+    "MinWebservers",
+    "MaxWebservers",
+    "WebserverAccessMode",
+    "EndpointManagement",
+    "WeeklyMaintenanceWindowStart",
+    "LoggingConfiguration",
+    "Tags",
+    "AirflowVersion",
+}
 NAME = re.compile(r"^[a-zA-Z][0-9a-zA-Z_-]{0,79}$")
 QUOTA_PER_REGION = 10
 STATUS_CHANGE = "MWAA Environment Status Change"
@@ -154,20 +169,7 @@ class EmulatedEnvironment:
             "Tags": dict(self.tags),
             "CeleryExecutorQueue": self.celery_queue,
         }
-        for key in (
-            "ExecutionRoleArn",
-            "SourceBucketArn",
-            "DagS3Path",
-            "NetworkConfiguration",
-            "PluginsS3Path",
-            "PluginsS3ObjectVersion",
-            "RequirementsS3Path",
-            "RequirementsS3ObjectVersion",
-            "StartupScriptS3Path",
-            "StartupScriptS3ObjectVersion",
-            "AirflowConfigurationOptions",
-            "KmsKey",
-        ):
+        for key in sorted(ECHOED_KEYS):
             if key in self.config:
                 env[key] = copy.deepcopy(self.config[key])
         if self.customer_endpoints:
