@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mwaa_control.composition import airflow_client
-from mwaa_control.dag_runs import TriggerDagRequest, trigger_for_task
+from mwaa_control.dag_runs import parse_trigger_request, trigger_for_task
 from mwaa_control.observability import logger, metrics, tracer
 
 
@@ -17,7 +16,7 @@ from mwaa_control.observability import logger, metrics, tracer
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = parse(event=event, model=TriggerDagRequest)
+    request = parse_trigger_request(event)
     region = os.environ["AWS_REGION"]
     result = trigger_for_task(airflow_client(request.environment, region=region), request, region=region)
     logger.info(

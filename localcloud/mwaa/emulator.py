@@ -515,6 +515,8 @@ class MwaaEmulator:
     def _op_InvokeRestApi(self, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
         env = self._available(account, region, params["Name"])
         path, method = params.get("Path", ""), params.get("Method", "")
+        if not 1 <= len(path) <= 64:
+            raise _validation("Path must be 1 to 64 characters")
         if not path.startswith("/") or method not in ("GET", "PUT", "POST", "PATCH", "DELETE"):
             raise _validation("Path must start with '/' and Method be GET, PUT, POST, PATCH or DELETE")
         backend = self.airflow(account, region, env.name)

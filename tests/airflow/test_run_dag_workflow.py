@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from mwaa_control import callback
+from mwaa_control.dag_runs import RUN_PREFIX
 from tests.airflow.conftest import AirflowEnvironment
 
 
@@ -34,8 +35,12 @@ def waiting_run(
             history = sfn.get_execution_history(executionArn=execution)["events"]
             raise AssertionError(f"execution ended {described['status']}: {history[-6:]}")
         runs = env.cloud.client("mwaa").invoke_rest_api(Name=env.name, Method="GET", Path="/dags/hello/dagRuns")
-        for run in runs["RestApiResponse"]["dag_runs"]:
-            if run["dag_run_id"].startswith("mwaa_control__") and run["dag_run_id"] not in known:
+        submitted = any(
+            e["type"] == "TaskSubmitted" for e in sfn.get_execution_history(executionArn=execution)["events"]
+        )
+        # A DAG reports back after its run starts, i.e. after the trigger task was submitted.
+        for run in runs["RestApiResponse"]["dag_runs"] if submitted else []:
+            if run["dag_run_id"].startswith(RUN_PREFIX) and run["dag_run_id"] not in known:
                 return run["dag_run_id"], env.client.dag_run("hello", run["dag_run_id"]).conf or {}
         time.sleep(2)
     raise AssertionError("the workflow never triggered the DAG")

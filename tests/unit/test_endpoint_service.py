@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any
 
 import pytest
@@ -152,7 +154,41 @@ def test_recreated_environment_replaces_endpoints_of_the_old_generation() -> Non
     assert sorted(e["service_name"][-4:] for e in network.endpoints.values()) == ["-db2", "web2"]
 
 
-def test_subnets_in_two_vpcs_are_refused_before_anything_is_created() -> None:
+def test_two_environments_in_one_vpc_both_keep_their_sqs_statement_when_reconciled_at_once() -> None:
+    # Given two PENDING environments sharing a VPC, and a race window held open in the policy read
+    other_arn = ARN.replace("/etl", "/other")
+    svc, network = service(
+        environment(),
+        environment(
+            Name="other",
+            Arn=other_arn,
+            CeleryExecutorQueue=QUEUE + "-other",
+            DatabaseVpcEndpointService="svc-db-other",
+            WebserverVpcEndpointService="svc-web-other",
+        ),
+    )
+    read = threading.Barrier(2)
+    original = network.sqs_endpoints
+
+    def slow_read(vpc_id: str) -> list[SqsEndpoint]:
+        found = [e.model_copy(deep=True) for e in original(vpc_id)]
+        with contextlib.suppress(threading.BrokenBarrierError):
+            read.wait(timeout=0.5)
+        return found
+
+    network.sqs_endpoints = slow_read  # type: ignore[method-assign]
+    # When both are reconciled concurrently
+    threads = [threading.Thread(target=svc.reconcile, args=(EnvironmentRef.from_arn(a),)) for a in (ARN, other_arn)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then the shared SQS endpoint allows both queues
+    resources = [s.get("Resource") for s in network.sqs["vpce-sqs"].policy["Statement"]]
+    assert [QUEUE] in resources and [QUEUE + "-other"] in resources
+
+
+def test_one_subnet_is_refused_before_anything_is_created() -> None:
     svc, network = service(environment(NetworkConfiguration={"SubnetIds": ["subnet-a"], "SecurityGroupIds": []}))
     with pytest.raises(NetworkLayoutError, match="exactly two"):
         svc.reconcile(EnvironmentRef.from_arn(ARN))

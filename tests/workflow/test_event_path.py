@@ -182,12 +182,14 @@ def test_foreign_events_do_not_match_the_deployed_rule(cloud: LocalCloud) -> Non
 
 
 def test_the_event_body_is_not_trusted_over_get_environment(cloud: LocalCloud, vpc: SharedVpc) -> None:
-    # A stale PENDING event for an environment that is AVAILABLE now must not create anything.
-    cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc, EndpointManagement="SERVICE"))
+    # A stale PENDING event for a customer-managed environment that is AVAILABLE now creates nothing.
+    cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc))
     cloud.run_for(timedelta(minutes=30))
+    assert status(cloud) == "AVAILABLE"
+    before = {e["VpcEndpointId"] for e in live_endpoints(cloud.client("ec2"), vpc.vpc_id)}
     [delivery] = cloud.events.publish(load_event("mwaa_status_pending.json"))
-    assert delivery.outcome["outcome"] == "no-op"
-    assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 1
+    assert (delivery.outcome["outcome"], delivery.outcome["status"]) == ("no-op", "AVAILABLE")
+    assert {e["VpcEndpointId"] for e in live_endpoints(cloud.client("ec2"), vpc.vpc_id)} == before
 
 
 def test_polling_fallback_recovers_missed_events(cloud: LocalCloud, vpc: SharedVpc) -> None:

@@ -20,7 +20,7 @@ _MAX_CAUSE = 32_768
 
 
 class Callback(BaseModel):
-    task_token: str = Field(min_length=1, max_length=1024, repr=False)
+    task_token: str = Field(min_length=1, max_length=2048, repr=False)
     region: str
 
     def _client(self) -> Any:

@@ -5,19 +5,35 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from mwaa_control import callback
 from mwaa_control.airflow.client import AirflowClient, DagRun
 from mwaa_control.airflow.errors import AirflowCommandFailed, AirflowNotFound
+from mwaa_control.errors import ControlPlaneError
 
 
 class TriggerDagRequest(BaseModel):
     environment: str = Field(pattern=r"^[A-Za-z][0-9A-Za-z_-]{0,79}$")
     dag_id: str = Field(min_length=1, max_length=250)
     conf: dict[str, Any] = Field(default_factory=dict)
-    task_token: str = Field(min_length=1, max_length=1024, repr=False)
+    task_token: str = Field(min_length=1, max_length=2048, repr=False)
     wait_until_parsed_seconds: float = Field(default=300, ge=0, le=840)
+
+
+class InvalidTriggerRequest(ControlPlaneError):
+    """The workflow passed a request the trigger cannot use; the message names fields, never values."""
+
+
+def parse_trigger_request(event: Any) -> TriggerDagRequest:
+    try:
+        return TriggerDagRequest.model_validate(event)
+    except ValidationError as error:
+        # include_input=False: the event carries the task token and the caller's conf.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in error.errors(include_input=False)
+        )
+        raise InvalidTriggerRequest(f"invalid run-DAG request: {problems}") from None
 
 
 class TriggerDagResult(BaseModel):
@@ -27,9 +43,13 @@ class TriggerDagResult(BaseModel):
     state: str
 
 
+RUN_PREFIX = "mwaactl__"
+
+
 def run_id_for(task_token: str) -> str:
-    """One run per waiting task: a retried trigger finds the run instead of starting a second."""
-    return f"mwaa_control__{hashlib.sha256(task_token.encode()).hexdigest()[:40]}"
+    """One run per waiting task: a retried trigger finds the run instead of starting a second.
+    Short, because InvokeRestApi paths (/dags/{dag}/dagRuns/{run}) are limited to 64 characters."""
+    return f"{RUN_PREFIX}{hashlib.sha256(task_token.encode()).hexdigest()[:24]}"
 
 
 def trigger_for_task(client: AirflowClient, request: TriggerDagRequest, *, region: str) -> TriggerDagResult:

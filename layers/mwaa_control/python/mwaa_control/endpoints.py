@@ -158,22 +158,34 @@ class EndpointService:
 
     def _open_sqs_policy(self, environment: Environment, vpc_id: str) -> list[EndpointAction]:
         queue = environment.celery_executor_queue
-        sqs = self._network.sqs_endpoints(vpc_id)
-        if not queue or not sqs:
-            return [EndpointAction(action="no-sqs-endpoint")]
-        actions = []
-        for endpoint in sqs:
-            amended = policy_allowing_queue(endpoint.policy, environment.arn, queue)
-            if amended is None:
-                actions.append(EndpointAction(action="sqs-policy-ok", endpoint_id=endpoint.endpoint_id))
-                continue
-            self._network.replace_endpoint_policy(endpoint.endpoint_id, amended)
-            actions.append(EndpointAction(action="sqs-policy-updated", endpoint_id=endpoint.endpoint_id))
-        return actions
+        # Environments sharing a VPC share its SQS endpoint: read-modify-write under the VPC's lease,
+        # or two environments reconciled at once would overwrite each other's statement.
+        with self._lock.hold(f"sqs-policy#{vpc_id}"):
+            sqs = self._network.sqs_endpoints(vpc_id)
+            if not queue or not sqs:
+                return [EndpointAction(action="no-sqs-endpoint")]
+            actions = []
+            for endpoint in sqs:
+                amended = policy_allowing_queue(endpoint.policy, environment.arn, queue)
+                if amended is None:
+                    actions.append(EndpointAction(action="sqs-policy-ok", endpoint_id=endpoint.endpoint_id))
+                    continue
+                self._network.replace_endpoint_policy(endpoint.endpoint_id, amended)
+                actions.append(EndpointAction(action="sqs-policy-updated", endpoint_id=endpoint.endpoint_id))
+            return actions
 
     def _remove(self, environment_arn: str, *, reason: str) -> EndpointReconciliation:
         ours = self._network.managed_endpoints(environment_arn)
         actions: list[EndpointAction] = []
+        # The SQS statement goes first: our endpoints are how a retry finds the VPC again, so they
+        # must outlive any step that can fail.
+        for vpc_id in sorted({e.vpc_id for e in ours}):
+            with self._lock.hold(f"sqs-policy#{vpc_id}"):
+                for endpoint in self._network.sqs_endpoints(vpc_id):
+                    amended = policy_without_environment(endpoint.policy, environment_arn)
+                    if amended is not None:
+                        self._network.replace_endpoint_policy(endpoint.endpoint_id, amended)
+                        actions.append(EndpointAction(action="sqs-policy-updated", endpoint_id=endpoint.endpoint_id))
         if ours:
             self._network.delete_endpoints([e.endpoint_id for e in ours])
             actions += [_deleted(e) for e in ours]
@@ -181,12 +193,6 @@ class EndpointService:
                 "deleted interface endpoints",
                 extra={"environment_arn": environment_arn, "endpoint_ids": [e.endpoint_id for e in ours]},
             )
-        for vpc_id in sorted({e.vpc_id for e in ours}):
-            for endpoint in self._network.sqs_endpoints(vpc_id):
-                amended = policy_without_environment(endpoint.policy, environment_arn)
-                if amended is not None:
-                    self._network.replace_endpoint_policy(endpoint.endpoint_id, amended)
-                    actions.append(EndpointAction(action="sqs-policy-updated", endpoint_id=endpoint.endpoint_id))
         return EndpointReconciliation(
             environment_arn=environment_arn,
             outcome="removed" if actions else "no-op",

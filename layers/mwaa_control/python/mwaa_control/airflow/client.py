@@ -16,6 +16,7 @@ from mwaa_control.airflow.errors import (
     AirflowCommandFailed,
     AirflowNotFound,
     DagNotParsed,
+    RestPathTooLong,
     UnexpectedAirflowOutput,
     UnsafeValue,
 )
@@ -99,7 +100,7 @@ class AirflowClient:
         We always choose the run id, so the run can be found again whatever Airflow prints; and the
         run is re-read because Airflow 2's `-o json` output renders nested conf values as strings.
         """
-        run_id = values.run_id(run_id or f"manual__mwaa_control__{uuid.uuid4().hex}")
+        run_id = values.run_id(run_id or f"manual__{uuid.uuid4().hex[:20]}")
         argv = [
             "dags",
             "trigger",
@@ -132,8 +133,22 @@ class AirflowClient:
 
     # --- REST -----------------------------------------------------------------------------
     def dag_run(self, dag_id: str, run_id: str) -> DagRun:
+        """The run, through the REST API; through the CLI (state only, no conf) when the ids make
+        the path longer than InvokeRestApi accepts."""
         path = f"/dags/{_seg(values.dag_id(dag_id))}/dagRuns/{_seg(values.run_id(run_id))}"
-        return DagRun.model_validate(self._rest.call("GET", path))
+        try:
+            return DagRun.model_validate(self._rest.call("GET", path))
+        except RestPathTooLong:
+            return self._dag_run_from_cli(dag_id, run_id)
+
+    def _dag_run_from_cli(self, dag_id: str, run_id: str) -> DagRun:
+        # Airflow 3 takes the DAG id positionally; Airflow 2 as -d.
+        argv = ["dags", "list-runs", dag_id] if self.major >= 3 else ["dags", "list-runs", "-d", dag_id]
+        runs = self._document(self._cli.run([*argv, "-o", "json"]), "dags list-runs")
+        for run in runs if isinstance(runs, list) else []:
+            if isinstance(run, dict) and run.get("run_id") == run_id:
+                return DagRun.model_validate({"dag_id": dag_id, "dag_run_id": run_id, "state": run.get("state")})
+        raise AirflowNotFound(404, f"run {run_id} of {dag_id} not found", method="CLI", path="dags list-runs")
 
     def wait_for_run(self, dag_id: str, run_id: str, *, timeout: float, poll: float = 10.0) -> DagRun:
         deadline = self._clock() + timeout

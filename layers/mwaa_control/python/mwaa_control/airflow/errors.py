@@ -50,5 +50,9 @@ class AirflowNotFound(AirflowRestError):
     """The DAG, run or variable does not exist (404)."""
 
 
+class RestPathTooLong(AirflowError):
+    """The REST path exceeds InvokeRestApi's 64-character limit (long DAG or run ids)."""
+
+
 class DagNotParsed(AirflowError):
     """The DAG did not appear in Airflow within the wait (not parsed yet, or import errors)."""

@@ -7,7 +7,15 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from mwaa_control.airflow.errors import AirflowNotFound, AirflowRestError, AirflowThrottled, AirflowUnavailable
+from mwaa_control.airflow.errors import (
+    AirflowNotFound,
+    AirflowRestError,
+    AirflowThrottled,
+    AirflowUnavailable,
+    RestPathTooLong,
+)
+
+MAX_PATH = 64  # InvokeRestApi's Path limit (botocore model RestApiPath); botocore does not check it
 
 
 class MwaaRest:
@@ -16,6 +24,11 @@ class MwaaRest:
         self._environment = environment
 
     def call(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None) -> Any:
+        if len(path) > MAX_PATH:
+            raise RestPathTooLong(
+                f"{self._environment}: {method} {path[:40]}... is {len(path)} characters; "
+                f"InvokeRestApi takes {MAX_PATH}"
+            )
         request: dict[str, Any] = {"Name": self._environment, "Path": path, "Method": method}
         if query:
             request["QueryParameters"] = query

@@ -25,7 +25,7 @@ MAX_CONF_BYTES = 256 * 1024
 def dag_id(value: str) -> str:
     if not isinstance(value, str) or not value or len(value) > 250:
         raise UnsafeValue(f"DAG id must be 1-250 characters, got {len(value) if isinstance(value, str) else value!r}")
-    if not _DAG_ID.match(value) or "\n" in value:
+    if not _DAG_ID.fullmatch(value) or "\n" in value:
         raise UnsafeValue(f"DAG id {value!r} has characters Airflow does not allow (letters, digits, _ . - only)")
     if value.startswith("-"):
         raise UnsafeValue(f"DAG id {value!r} starts with '-' and would be read as an option")
@@ -35,13 +35,13 @@ def dag_id(value: str) -> str:
 def run_id(value: str) -> str:
     if not isinstance(value, str) or not value or len(value) > 250:
         raise UnsafeValue("run id must be 1-250 characters")
-    if not _RUN_ID.match(value) or value.startswith("-"):
+    if not _RUN_ID.fullmatch(value) or value.startswith("-"):
         raise UnsafeValue(f"run id {value!r} must match {_RUN_ID.pattern} and not start with '-'")
     return value
 
 
 def variable_key(value: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > 250 or not _VARIABLE_KEY.match(value):
+    if not isinstance(value, str) or not value or len(value) > 250 or not _VARIABLE_KEY.fullmatch(value):
         raise UnsafeValue(f"variable key {value!r} must be 1-250 letters, digits, _ . -")
     return value
 
