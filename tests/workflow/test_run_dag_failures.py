@@ -57,8 +57,7 @@ def test_invalid_request_error_names_fields_never_values(cloud: LocalCloud) -> N
             e
             for e in history
             if "Failed" in e["type"]
-            or (e["type"] == "TaskScheduled"
-            and e["taskScheduledEventDetails"]["resourceType"] == "sns")
+            or (e["type"] == "TaskScheduled" and e["taskScheduledEventDetails"]["resourceType"] == "sns")
         ],
         default=str,
     )

@@ -58,7 +58,9 @@ def trigger_for_task(client: AirflowClient, request: TriggerDagRequest, *, regio
     conf = callback.attach(request.conf, task_token=request.task_token, region=region)
     run_id = run_id_for(request.task_token)
     try:
-        run: DagRun = client.trigger_dag(request.dag_id, conf=conf, run_id=run_id)
+        # No read-back: once Airflow has the run, nothing may fail this task, because a Step Functions
+        # retry brings a new task token and would start a second run.
+        run: DagRun = client.trigger_dag(request.dag_id, conf=conf, run_id=run_id, read_back=False)
     except AirflowCommandFailed:
         try:
             run = client.dag_run(request.dag_id, run_id)  # triggered by an earlier attempt
