@@ -45,7 +45,7 @@ def test_run_states_are_read_from_airflow(airflow_env: AirflowEnvironment) -> No
 
 
 def test_run_ids_too_long_for_invoke_rest_api_are_read_through_the_cli(airflow_env: AirflowEnvironment) -> None:
-    long_run_id = "backfill__" + "x" * 50  # /dags/hello/dagRuns/<id> is over InvokeRestApi's 64 characters
+    long_run_id = "replay__" + "x" * 50  # /dags/hello/dagRuns/<id> is over InvokeRestApi's 64 characters
     run = airflow_env.client.trigger_dag("hello", conf={"k": 1}, run_id=long_run_id)
     assert (run.run_id, run.state, run.conf) == (long_run_id, "queued", None)
 

@@ -84,7 +84,12 @@ def test_dag_run_failure_is_caught_notified_and_fails_the_workflow(airflow_env: 
     assert described["status"] == "FAILED"
     history = airflow_env.cloud.client("stepfunctions").get_execution_history(executionArn=execution)["events"]
     entered = [e["stateEnteredEventDetails"]["name"] for e in history if e["type"].endswith("StateEntered")]
-    assert entered == ["Trigger DAG and wait for its callback", "Notify run failure", "DAG run failed"]
+    assert entered == [
+        "Default the run conf",
+        "Trigger DAG and wait for its callback",
+        "Notify run failure",
+        "DAG run failed",
+    ]
 
 
 def _existing(env: AirflowEnvironment) -> set[str]:
