@@ -148,6 +148,13 @@ class LocalCloud:
             if ref in self.template.get("Parameters", {}):
                 return self.parameters.get(ref, str(self.template["Parameters"][ref].get("Default", "")))
             return self.physical[ref]
+        if isinstance(value, dict) and "Fn::Join" in value:
+            separator, parts = value["Fn::Join"]
+            items: list[str] = []
+            for part in parts if isinstance(parts, list) else [parts]:
+                resolved = self.resolve(part)
+                items += [resolved] if isinstance(part, str) else [p for p in resolved.split(",") if p]
+            return str(separator).join(items)
         if isinstance(value, dict) and "Fn::GetAtt" in value:
             target = value["Fn::GetAtt"]
             logical_id, attribute = target if isinstance(target, list) else str(target).split(".", 1)

@@ -271,6 +271,26 @@ def test_shared_vpc_participant_environment_is_served_by_the_owner_account() -> 
             assert pending.outcome["environment_arn"].split(":")[4] == "222222222222"
 
 
+def test_polling_fallback_finds_participant_environments_whose_events_were_lost() -> None:
+    # Given the owner's stack knows its participant accounts, and every event is lost
+    params = {"ParticipantRoleName": "mwaa-control-reader", "ParticipantAccountIds": "222222222222,333333333333"}
+    with LocalCloud(parameters=params) as cloud:
+        vpc = build_shared_vpc(cloud.client("ec2"))
+        cloud.emulator.event_mode = "drop"
+        with cloud.participant("222222222222") as participant:
+            participant.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+            cloud.run_for(timedelta(minutes=10))
+            assert status(cloud, session=participant) == "PENDING"
+            # When the scheduled reconciler runs
+            result = cloud.lambdas.invoke("EndpointReconcilerFunction", load_event("scheduled_reconcile.json"))
+            # Then it listed the participant's environments and provisioned the PENDING one
+            assert [(r["environment_arn"].split(":")[4], r["outcome"]) for r in result["results"]] == [
+                ("222222222222", "provisioned")
+            ]
+            cloud.run_for(timedelta(minutes=16))
+            assert status(cloud, session=participant) == "AVAILABLE"
+
+
 def test_participant_event_without_a_participant_role_is_ignored_with_a_reason(
     cloud: LocalCloud, vpc: SharedVpc
 ) -> None:

@@ -21,6 +21,7 @@ def endpoint_service(settings: EndpointSettings) -> EndpointService:
             account_id=settings.account_id,
             region=settings.region,
             participant_role_name=settings.participant_role_name,
+            participant_account_ids=settings.participant_account_ids,
         ),
         network=Ec2EndpointNetwork(
             client("ec2", region=settings.region), deployment_id=settings.deployment_id, region=settings.region

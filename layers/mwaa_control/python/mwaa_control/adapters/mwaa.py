@@ -13,8 +13,16 @@ from mwaa_control.models import Environment, EnvironmentRef
 
 
 class MwaaDirectory:
-    def __init__(self, *, account_id: str, region: str, participant_role_name: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        account_id: str,
+        region: str,
+        participant_role_name: str | None = None,
+        participant_account_ids: tuple[str, ...] = (),
+    ) -> None:
         self._account_id = account_id
+        self._participants = participant_account_ids
         self._region = region
         self._participant_role_name = participant_role_name
         self._clients: dict[tuple[str, str], Any] = {}
@@ -45,7 +53,9 @@ class MwaaDirectory:
         return Environment.model_validate(response["Environment"])
 
     def list_environments(self) -> Iterator[EnvironmentRef]:
-        paginator = self._client_for(self._account_id, self._region).get_paginator("list_environments")
-        for page in paginator.paginate(PaginationConfig={"PageSize": 25}):
-            for name in page.get("Environments", []):
-                yield EnvironmentRef(account=self._account_id, region=self._region, name=name)
+        """This account's environments and, in the shared-VPC layout, every participant's."""
+        for account in (self._account_id, *self._participants):
+            paginator = self._client_for(account, self._region).get_paginator("list_environments")
+            for page in paginator.paginate(PaginationConfig={"PageSize": 25}):
+                for name in page.get("Environments", []):
+                    yield EnvironmentRef(account=account, region=self._region, name=name)
