@@ -155,6 +155,10 @@ def run_dag_scenario(cloud: LocalCloud, timeline: Timeline, failures: list[str])
     run = None
     deadline = time.monotonic() + 300
     while run is None and time.monotonic() < deadline:
+        history = sfn.get_execution_history(executionArn=execution)["events"]
+        if not any(e["type"] == "TaskSubmitted" for e in history):  # a DAG reports after its run starts
+            time.sleep(1)
+            continue
         runs = cloud.client("mwaa").invoke_rest_api(Name="reporting", Method="GET", Path="/dags/nightly_orders/dagRuns")
         found = [r["dag_run_id"] for r in runs["RestApiResponse"]["dag_runs"]]
         run = client.dag_run("nightly_orders", found[0]) if found else None
