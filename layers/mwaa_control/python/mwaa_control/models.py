@@ -104,9 +104,6 @@ class Environment(BaseModel):
         return self.webserver_access_mode != WebserverAccessMode.PUBLIC_ONLY
 
 
-EndpointRole = Literal["database", "webserver"]
-
-
 class ManagedEndpoint(BaseModel):
     """A VPC endpoint this deployment created for an environment (found by its tags)."""
 
