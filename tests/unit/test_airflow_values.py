@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mwaa_control.airflow import values
-from mwaa_control.airflow.cli import MwaaCli, json_document
+from mwaa_control.airflow.cli import MAX_CONCURRENT_PER_ENVIRONMENT, MwaaCli, json_document
 from mwaa_control.airflow.errors import UnsafeValue
 from mwaa_control.airflow.transport import HttpResponse
 
@@ -103,3 +105,31 @@ def test_json_document_is_found_after_log_lines() -> None:
     assert json_document(stdout) == [{"a": 1}]
     with pytest.raises(ValueError):
         json_document("[2026-11-21] only logs\n")
+
+
+def test_cli_commands_per_environment_are_bounded() -> None:
+    # Given a slow web server and more callers than the endpoint can take
+    in_flight, peak = [0], [0]
+    guard = threading.Lock()
+
+    class SlowEndpoint:
+        def post(self, url: str, *, headers: dict[str, str], body: bytes, timeout: float) -> HttpResponse:
+            with guard:
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+            time.sleep(0.05)
+            with guard:
+                in_flight[0] -= 1
+            return HttpResponse(200, b'{"stdout": "", "stderr": ""}')
+
+    def call() -> None:
+        MwaaCli(FakeMwaa(), "bounded-env", airflow_major=2, transport=SlowEndpoint()).run(["version"])
+
+    # When ten run at once
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then no more than the bound ever reached the endpoint together, and the bound was used
+    assert peak[0] == MAX_CONCURRENT_PER_ENVIRONMENT
