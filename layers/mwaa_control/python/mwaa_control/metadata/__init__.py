@@ -1,0 +1,1 @@
+"""Airflow metadata backup, restore, verification and export (Parquet + manifest, Athena-ready)."""

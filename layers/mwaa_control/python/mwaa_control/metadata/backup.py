@@ -1,0 +1,307 @@
+"""Backup: a consistent snapshot of the metadata database, one Parquet file per table, secrets
+sealed, and a manifest written last.
+
+Consistency before a pause is the caller's choice (`Drain`): pause every DAG, wait until no task
+instance is running or queued, then read every table inside one snapshot. DAGs of the control
+plane itself (`mwaa_control_*`) are neither paused nor exported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from cryptography.fernet import MultiFernet
+
+from mwaa_control.metadata import catalog
+from mwaa_control.metadata.catalog import Role, SealedColumn
+from mwaa_control.metadata.database import Database, Reader, quote
+from mwaa_control.metadata.errors import DrainTimeout, MetadataError
+from mwaa_control.metadata.manifest import (
+    MANIFEST,
+    ColumnEntry,
+    EnvelopeEntry,
+    FileEntry,
+    InFlightTask,
+    Manifest,
+    TableEntry,
+    backup_prefix,
+    new_backup_id,
+)
+from mwaa_control.metadata.schema import Schema, Table
+from mwaa_control.metadata.sealing import KeyService, Sealer, fernet_decrypt, fernet_from, try_fernet_decrypt
+from mwaa_control.metadata.store import BackupStore, scratch_dir
+
+log = logging.getLogger(__name__)
+
+UNFINISHED = ("running", "queued", "scheduled", "deferred", "up_for_retry", "up_for_reschedule", "restarting")
+BUSY = ("running", "queued")
+OWN_DAGS = catalog.CONTROL_PLANE_DAG_PREFIX.replace("_", "\\_") + "%"
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Stop new work and wait for running work before the snapshot."""
+
+    timeout: float = 1800
+    poll: float = 15
+    on_timeout: str = "abort"
+    """"abort": restore the pause states and fail; "proceed": back up and record what was in flight."""
+    leave_paused: bool = False
+    """True before a pause (the environment is deleted next); False puts pause states back."""
+
+
+@dataclass
+class BackupRequest:
+    environment: str
+    keys: KeyService | None
+    source_fernet_key: str | None
+    airflow_version: str | None = None
+    drain: Drain | None = None
+    backup_id: str | None = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    sleep: Callable[[float], None] = time.sleep
+
+
+def _own_dag_filter(table: Table, schema: Schema) -> tuple[str, list[str]]:
+    clauses: list[str] = []
+    params: list[str] = []
+    if table.has("dag_id"):
+        clauses.append("(dag_id IS NULL OR dag_id NOT LIKE ? ESCAPE '\\')")
+        params.append(OWN_DAGS)
+    for ref in table.references:
+        if ref.parent == "dag_run" and ref.parent_columns == ("id",) and "dag_run" in schema.tables:
+            column = quote(ref.columns[0])
+            clauses.append(
+                f"({column} IS NULL OR {column} NOT IN (SELECT id FROM dag_run WHERE dag_id LIKE ? ESCAPE '\\'))"
+            )
+            params.append(OWN_DAGS)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _pause_states(reader: Reader) -> dict[str, bool]:
+    rows = reader.query("SELECT dag_id, is_paused FROM dag WHERE dag_id NOT LIKE ? ESCAPE '\\'", (OWN_DAGS,))
+    return {str(dag_id): bool(paused) for dag_id, paused in rows}
+
+
+def _in_flight(reader: Reader) -> list[InFlightTask]:
+    marks = ", ".join("?" for _ in UNFINISHED)
+    rows = reader.query(
+        f"SELECT dag_id, run_id, task_id, map_index, state FROM task_instance WHERE state IN ({marks})"  # noqa: S608
+        " AND dag_id NOT LIKE ? ESCAPE '\\' ORDER BY dag_id, run_id, task_id, map_index",
+        (*UNFINISHED, OWN_DAGS),
+    )
+    return [InFlightTask(dag_id=r[0], run_id=r[1], task_id=r[2], map_index=int(r[3]), state=r[4]) for r in rows]
+
+
+class BackupEngine:
+    def __init__(self, database: Database, store: BackupStore) -> None:
+        self.database = database
+        self.store = store
+
+    def backup(self, request: BackupRequest) -> Manifest:
+        backup_id = request.backup_id or new_backup_id(request.clock())
+        prefix = backup_prefix(request.environment, backup_id)
+        if self.store.exists(f"{prefix}/{MANIFEST}"):
+            raise MetadataError(f"backup {prefix} already exists; backups are never overwritten")
+        schema = self.database.reflect()
+        if "dag_run" not in schema.tables or "dag" not in schema.tables:
+            raise MetadataError("this database has no Airflow metadata tables (dag, dag_run)")
+        original = self._drain(request) if request.drain else None
+        try:
+            manifest = self._export(request, schema, backup_id, prefix, original)
+        except BaseException:
+            self.store.delete_prefix(prefix)
+            if original is not None and request.drain and not request.drain.leave_paused:
+                self._restore_pause_states(original)
+            raise
+        if original is not None and request.drain and not request.drain.leave_paused:
+            self._restore_pause_states(original)
+        return manifest
+
+    def _drain(self, request: BackupRequest) -> dict[str, bool]:
+        assert request.drain is not None
+        with self.database.snapshot() as reader:
+            original = _pause_states(reader)
+        self.database.run(
+            "UPDATE dag SET is_paused = ? WHERE dag_id NOT LIKE ? ESCAPE '\\'",
+            (True, OWN_DAGS),
+        )
+        deadline = time.monotonic() + request.drain.timeout
+        while True:
+            with self.database.snapshot() as reader:
+                busy = [t for t in _in_flight(reader) if t.state in BUSY]
+            if not busy:
+                return original
+            if time.monotonic() >= deadline:
+                if request.drain.on_timeout == "proceed":
+                    log.warning("drain timed out with %d task instances running or queued; proceeding", len(busy))
+                    return original
+                self._restore_pause_states(original)
+                raise DrainTimeout(
+                    f"{len(busy)} task instances still running or queued after {request.drain.timeout:.0f}s "
+                    f"(first: {busy[0].dag_id}/{busy[0].run_id}/{busy[0].task_id}); pause states were put back"
+                )
+            request.sleep(request.drain.poll)
+
+    def _restore_pause_states(self, states: dict[str, bool]) -> None:
+        for paused in (True, False):
+            dag_ids = [d for d, p in states.items() if p is paused]
+            for start in range(0, len(dag_ids), 500):
+                chunk = dag_ids[start : start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                self.database.run(f"UPDATE dag SET is_paused = ? WHERE dag_id IN ({marks})", (paused, *chunk))  # noqa: S608
+
+    def _export(
+        self,
+        request: BackupRequest,
+        schema: Schema,
+        backup_id: str,
+        prefix: str,
+        original_pause: dict[str, bool] | None,
+    ) -> Manifest:
+        context = {"mwaa-control:environment": request.environment, "mwaa-control:backup": backup_id}
+        sealer: Sealer | None = None
+        envelope: EnvelopeEntry | None = None
+        if request.keys is not None:
+            sealer, wrapped = Sealer.create(request.keys, context)
+            envelope = EnvelopeEntry(key_id=wrapped.key_id, encrypted_key=wrapped.encrypted_key, context=context)
+        fernet = fernet_from(request.source_fernet_key)
+        tables: dict[str, TableEntry] = {}
+        excluded: dict[str, str] = {}
+        sealed_count = 0
+        with self.database.snapshot() as reader, scratch_dir() as scratch:
+            pause_states = _pause_states(reader)
+            if original_pause is not None:
+                pause_states = {d: original_pause.get(d, p) for d, p in pause_states.items()}
+            in_flight = _in_flight(reader)
+            for table in schema.ordered():
+                if table.role is Role.EXCLUDED:
+                    excluded[table.name] = table.why
+                    continue
+                if table.sealed and sealer is None:
+                    count = reader.query(f"SELECT COUNT(*) FROM {quote(table.name)}")[0][0]  # noqa: S608
+                    if count:
+                        raise MetadataError(
+                            f"{table.name} holds secrets; give a KMS key to seal them (they are never stored in plaintext)"
+                        )
+                where, params = _own_dag_filter(table, schema)
+                batches = reader.batches(table, where, params)
+                if table.name == "dag" and original_pause is not None:
+                    batches = _with_pause_states(batches, pause_states)
+                if table.sealed:
+                    assert sealer is not None
+                    counter = [0]
+                    batches = _sealed(batches, table, sealer, fernet, counter)
+                entry = self._write_table(table, batches, Path(scratch), prefix)
+                if table.sealed:
+                    sealed_count += counter[0]
+                tables[table.name] = entry
+        manifest = Manifest(
+            backup_id=backup_id,
+            environment=request.environment,
+            created_at=request.clock(),
+            airflow_version=request.airflow_version,
+            schema_revision=schema.revision,
+            source_dialect=schema.dialect,
+            tables=tables,
+            excluded_tables=excluded,
+            excluded_dag_prefix=catalog.CONTROL_PLANE_DAG_PREFIX,
+            pause_states=pause_states,
+            in_flight=in_flight,
+            drained=request.drain is not None,
+            envelope=envelope,
+            sealed_values=sealed_count,
+        )
+        self.store.put_bytes(f"{prefix}/{MANIFEST}", manifest.model_dump_json(indent=2).encode())
+        log.info("backup %s: %d tables, %d sealed values", prefix, len(tables), sealed_count)
+        return manifest
+
+    def _write_table(self, table: Table, batches: Iterator[pa.RecordBatch], scratch: Path, prefix: str) -> TableEntry:
+        relative = f"tables/{table.name}/part-00000.parquet"
+        local = scratch / f"{table.name}.parquet"
+        rows = 0
+        with pq.ParquetWriter(local, table.arrow_schema(), compression="zstd") as writer:
+            for batch in batches:
+                rows += batch.num_rows
+                writer.write_batch(batch, row_group_size=256_000)
+        digest = hashlib.sha256()
+        with local.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        size = local.stat().st_size
+        self.store.put_file(f"{prefix}/{relative}", local)
+        local.unlink()
+        return TableEntry(
+            role=table.role.value,
+            why=table.why,
+            classified=table.classified,
+            rows=rows,
+            columns=[ColumnEntry(name=c.name, kind=c.kind.value, nullable=c.nullable) for c in table.columns],
+            files=[FileEntry(path=relative, rows=rows, bytes=size, sha256=digest.hexdigest())],
+            sealed_columns=[s.column for s in table.sealed],
+        )
+
+
+def _with_pause_states(batches: Iterator[pa.RecordBatch], states: dict[str, bool]) -> Iterator[pa.RecordBatch]:
+    """The pause states from before the drain, not the drain's own."""
+    for batch in batches:
+        dag_ids = batch.column("dag_id").to_pylist()
+        paused = [states.get(d) for d in dag_ids]
+        index = batch.schema.get_field_index("is_paused")
+        yield batch.set_column(index, "is_paused", pa.array(paused, pa.bool_()))
+
+
+def _sealed(
+    batches: Iterator[pa.RecordBatch],
+    table: Table,
+    sealer: Sealer,
+    fernet: MultiFernet | None,
+    counter: list[int],
+) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        identity = _row_names(batch, table)
+        for sealed in table.sealed:
+            values = batch.column(sealed.column).to_pylist()
+            flags = batch.column(sealed.flag).to_pylist() if sealed.flag else [None] * len(values)
+            selected = _selected(batch, sealed)
+            where = f"{table.name}.{sealed.column}"
+            out: list[str | None] = []
+            for value, flag, name, chosen in zip(values, flags, identity, selected, strict=True):
+                if value is None or not chosen:
+                    out.append(value)
+                    continue
+                if sealed.flag is None:
+                    plain = try_fernet_decrypt(fernet, value) if sealed.detect_fernet else None
+                    encrypted = plain is not None
+                    plain = value if plain is None else plain
+                elif flag:
+                    plain, encrypted = fernet_decrypt(fernet, value, where=f"{where} of {name}"), True
+                else:
+                    plain, encrypted = value, False
+                out.append(sealer.seal(plain, fernet=encrypted, where=where))
+                counter[0] += 1
+            index = batch.schema.get_field_index(sealed.column)
+            batch = batch.set_column(index, batch.schema.field(index), pa.array(out, pa.string()))
+        yield batch
+
+
+def _selected(batch: pa.RecordBatch, sealed: SealedColumn) -> list[bool]:
+    if sealed.only_when is None:
+        return [True] * batch.num_rows
+    column, needles = sealed.only_when
+    return [v is not None and any(n in v.lower() for n in needles) for v in batch.column(column).to_pylist()]
+
+
+def _row_names(batch: pa.RecordBatch, table: Table) -> list[str]:
+    for column in ("key", "conn_id", "id"):
+        if table.has(column):
+            return [str(v) for v in batch.column(column).to_pylist()]
+    return ["?"] * batch.num_rows

@@ -1,0 +1,426 @@
+"""Adapters around the metadata database: one per dialect Airflow runs on for MWAA and in tests.
+
+PostgreSQL (MWAA's Aurora, self-hosted Airflow) moves rows with COPY in CSV form, parsed and
+written by Arrow's C++ CSV reader and writer: no Python work per value except for bytea. SQLite
+(local Airflow, tests) reads a consistent copy made with SQLite's online backup API and writes
+with executemany in one IMMEDIATE transaction.
+
+Both give the engine the same things: a reflected schema, a read-only snapshot that yields Arrow
+record batches per table, and one write transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import tempfile
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+
+from mwaa_control.metadata.errors import MetadataError
+from mwaa_control.metadata.schema import Kind, Schema, Table, reflect
+
+BATCH_ROWS = 65_536
+CSV_BLOCK = 8 << 20
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Reader(Protocol):
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+    def batches(self, table: Table, where: str = "", params: Sequence[Any] = ()) -> Iterator[pa.RecordBatch]: ...
+
+
+class Writer(Protocol):
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
+    def insert(self, table: Table, columns: list[str], batch: pa.RecordBatch) -> None: ...
+    def lock(self, tables: list[str]) -> None: ...
+    def timestamp(self, value: datetime) -> Any: ...
+    def advance_sequence(self, table: str, column: str) -> None: ...
+
+
+class Database(Protocol):
+    dialect: str
+
+    def reflect(self) -> Schema: ...
+    def snapshot(self) -> contextlib.AbstractContextManager[Reader]: ...
+    def transaction(self) -> contextlib.AbstractContextManager[Writer]: ...
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+
+def open_database(url_or_engine: str | sa.engine.Engine) -> Database:
+    engine = sa.create_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    if engine.dialect.name == "sqlite":
+        return SqliteDatabase(engine)
+    if engine.dialect.name == "postgresql":
+        return PostgresDatabase(engine)
+    raise MetadataError(
+        f"unsupported metadata database {engine.dialect.name}: MWAA runs PostgreSQL; SQLite is for tests"
+    )
+
+
+def _timestamp_text(value: datetime) -> str:
+    # The form SQLAlchemy (and so Airflow) stores in SQLite: naive UTC with microseconds.
+    return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _parse_timestamp(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _python_column(kind: Kind, values: list[Any]) -> list[Any]:
+    if kind is Kind.TIMESTAMP:
+        return [_parse_timestamp(v) for v in values]
+    if kind is Kind.BOOLEAN:
+        return [None if v is None else bool(v) for v in values]
+    if kind is Kind.BINARY:
+        return [v.encode() if isinstance(v, str) else v for v in values]
+    if kind in (Kind.TEXT, Kind.JSON):
+        return [v.decode() if isinstance(v, bytes) else (None if v is None else str(v)) for v in values]
+    return values
+
+
+def _to_sqlite(kind: Kind, values: list[Any]) -> list[Any]:
+    if kind is Kind.TIMESTAMP:
+        return [None if v is None else _timestamp_text(v) for v in values]
+    if kind is Kind.BOOLEAN:
+        return [None if v is None else int(v) for v in values]
+    return values
+
+
+class SqliteReader:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._db.execute(sql, tuple(params)).fetchall()
+
+    def batches(self, table: Table, where: str = "", params: Sequence[Any] = ()) -> Iterator[pa.RecordBatch]:
+        schema = table.arrow_schema()
+        columns = ", ".join(quote(c) for c in table.column_names)
+        cursor = self._db.execute(f"SELECT {columns} FROM {quote(table.name)} {where}", tuple(params))  # noqa: S608
+        while rows := cursor.fetchmany(BATCH_ROWS):
+            arrays = [
+                pa.array(_python_column(column.kind, [row[i] for row in rows]), type=schema.field(i).type)
+                for i, column in enumerate(table.columns)
+            ]
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+class SqliteWriter(SqliteReader):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._db.execute(sql, tuple(params)).rowcount
+
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self._db.executemany(sql, rows)
+
+    def insert(self, table: Table, columns: list[str], batch: pa.RecordBatch) -> None:
+        kinds = [table.column(c).kind for c in columns]
+        data = [_to_sqlite(kind, batch.column(c).to_pylist()) for kind, c in zip(kinds, columns, strict=True)]
+        marks = ", ".join("?" for _ in columns)
+        names = ", ".join(quote(c) for c in columns)
+        self._db.executemany(
+            f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})", list(zip(*data, strict=True))
+        )  # noqa: S608
+
+    def lock(self, tables: list[str]) -> None:
+        """BEGIN IMMEDIATE already holds the database's write lock."""
+
+    def timestamp(self, value: datetime) -> Any:
+        return _timestamp_text(value)
+
+    def advance_sequence(self, table: str, column: str) -> None:
+        has_sequence = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
+        if has_sequence:
+            self._db.execute(
+                f"UPDATE sqlite_sequence SET seq = MAX(seq, (SELECT COALESCE(MAX({quote(column)}), 0) FROM {quote(table)}))"  # noqa: S608
+                " WHERE name = ?",
+                (table,),
+            )
+
+
+class SqliteDatabase:
+    dialect = "sqlite"
+
+    def __init__(self, engine: sa.engine.Engine) -> None:
+        self.engine = engine
+        database = engine.url.database
+        if not database or database == ":memory:":
+            raise MetadataError("an in-memory SQLite database cannot be backed up from another process")
+        self.path = Path(database)
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+        connection.execute("PRAGMA foreign_keys = ON")
+        return connection
+
+    def reflect(self) -> Schema:
+        with self.engine.connect() as connection:
+            return reflect(connection)
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Reader]:
+        # The online backup API copies a consistent image even while Airflow writes.
+        with tempfile.TemporaryDirectory(prefix="mwaa-control-snapshot-") as scratch:
+            copy = sqlite3.connect(Path(scratch) / "snapshot.db")
+            source = self._connect()
+            try:
+                source.backup(copy)
+            finally:
+                source.close()
+            try:
+                yield SqliteReader(copy)
+            finally:
+                copy.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Writer]:
+        connection = self._connect()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield SqliteWriter(connection)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        connection = self._connect()
+        try:
+            return connection.execute(sql, tuple(params)).rowcount
+        finally:
+            connection.close()
+
+
+def _driver(raw: Any) -> Any:
+    return getattr(raw, "driver_connection", None) or getattr(raw, "dbapi_connection", None) or raw.connection
+
+
+def _hex_to_binary(column: pa.Array) -> pa.Array:
+    return pa.array([None if v is None else bytes.fromhex(v[2:]) for v in column.to_pylist()], type=pa.binary())
+
+
+def _binary_to_hex(column: pa.Array) -> pa.Array:
+    return pa.array([None if v is None else "\\x" + v.hex() for v in column.to_pylist()], type=pa.string())
+
+
+class PostgresSession:
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._driver = _driver(raw)
+        self._psycopg3 = hasattr(self._driver, "pgconn")
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cursor = self._raw.cursor()
+        try:
+            cursor.execute(self._sql(sql), tuple(params))
+            return [tuple(r) for r in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cursor = self._raw.cursor()
+        try:
+            cursor.execute(self._sql(sql), tuple(params))
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        cursor = self._raw.cursor()
+        try:
+            cursor.executemany(self._sql(sql), rows)
+        finally:
+            cursor.close()
+
+    def _copy_out(self, sql: str, spool: Any) -> None:
+        if self._psycopg3:
+            with self._driver.cursor() as cursor, cursor.copy(sql) as copy:
+                for chunk in copy:
+                    spool.write(chunk)
+        else:
+            cursor = self._driver.cursor()
+            try:
+                cursor.copy_expert(sql, spool, size=1 << 20)
+            finally:
+                cursor.close()
+
+    def _copy_in(self, sql: str, data: bytes) -> None:
+        if self._psycopg3:
+            with self._driver.cursor() as cursor, cursor.copy(sql) as copy:
+                copy.write(data)
+        else:
+            import io
+
+            cursor = self._driver.cursor()
+            try:
+                cursor.copy_expert(sql, io.BytesIO(data), size=1 << 20)
+            finally:
+                cursor.close()
+
+    def batches(self, table: Table, where: str = "", params: Sequence[Any] = ()) -> Iterator[pa.RecordBatch]:
+        schema = table.arrow_schema()
+        columns = ", ".join(quote(c) for c in table.column_names)
+        select = f"SELECT {columns} FROM {quote(table.name)} {where}"  # noqa: S608
+        if params:
+            select = self._bind(select, params)
+        csv_types = {
+            c.name: (pa.string() if c.kind is Kind.BINARY else schema.field(c.name).type) for c in table.columns
+        }
+        with tempfile.TemporaryFile(prefix="mwaa-control-copy-") as spool:
+            self._copy_out(f"COPY ({select}) TO STDOUT WITH (FORMAT csv)", spool)
+            if spool.tell() == 0:
+                return
+            spool.seek(0)
+            reader = pacsv.open_csv(
+                spool,
+                read_options=pacsv.ReadOptions(column_names=table.column_names, block_size=CSV_BLOCK),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=csv_types,
+                    true_values=["t"],
+                    false_values=["f"],
+                    null_values=[""],
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+            binary = [c.name for c in table.columns if c.kind is Kind.BINARY]
+            for batch in reader:
+                if binary:
+                    arrays = [
+                        _hex_to_binary(batch.column(name)) if name in binary else batch.column(name)
+                        for name in table.column_names
+                    ]
+                    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+                yield batch.cast(schema) if batch.schema != schema else batch
+
+    def _bind(self, sql: str, params: Sequence[Any]) -> str:
+        """COPY takes no parameters: inline them as literals quoted by the driver."""
+        cursor = self._driver.cursor()
+        try:
+            if self._psycopg3:
+                from psycopg import sql as psql
+
+                parts = sql.split("?")
+                composed = psql.SQL("").join(
+                    [psql.SQL(parts[0])]
+                    + [
+                        psql.SQL("{}{}").format(psql.Literal(p), psql.SQL(rest))
+                        for p, rest in zip(params, parts[1:], strict=True)
+                    ]
+                )
+                return str(composed.as_string(self._driver))
+            return str(cursor.mogrify(self._sql(sql), tuple(params)).decode())
+        finally:
+            cursor.close()
+
+    def insert(self, table: Table, columns: list[str], batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        arrays = []
+        for name in columns:
+            array = batch.column(name)
+            if table.column(name).kind is Kind.BINARY:
+                array = _binary_to_hex(array)
+            arrays.append(array)
+        frame = pa.table(arrays, names=columns)
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(frame, sink, pacsv.WriteOptions(include_header=False, batch_size=BATCH_ROWS))
+        names = ", ".join(quote(c) for c in columns)
+        self._copy_in(f"COPY {quote(table.name)} ({names}) FROM STDIN WITH (FORMAT csv)", sink.getvalue().to_pybytes())
+
+    def timestamp(self, value: datetime) -> Any:
+        return value.astimezone(UTC)
+
+    def lock(self, tables: list[str]) -> None:
+        self.execute("SET LOCAL lock_timeout = '60s'")
+        for name in tables:
+            self.execute(f"LOCK TABLE {quote(name)} IN SHARE ROW EXCLUSIVE MODE")
+
+    def advance_sequence(self, table: str, column: str) -> None:
+        sequence = self.query("SELECT pg_get_serial_sequence(?, ?)", (quote(table), column))
+        if sequence and sequence[0][0]:
+            self.query(
+                f"SELECT setval(?, GREATEST((SELECT COALESCE(MAX({quote(column)}), 0) FROM {quote(table)}), 1))",  # noqa: S608
+                (sequence[0][0],),
+            )
+
+
+class PostgresDatabase:
+    dialect = "postgresql"
+
+    def __init__(self, engine: sa.engine.Engine) -> None:
+        self.engine = engine
+
+    def reflect(self) -> Schema:
+        with self.engine.connect() as connection:
+            return reflect(connection)
+
+    @contextlib.contextmanager
+    def _session(self, setup: list[str]) -> Iterator[PostgresSession]:
+        raw = self.engine.raw_connection()
+        try:
+            session = PostgresSession(raw)
+            for statement in setup:
+                session.execute(statement)
+            try:
+                yield session
+            except BaseException:
+                raw.rollback()
+                raise
+            raw.commit()
+        finally:
+            raw.close()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Reader]:
+        # One REPEATABLE READ transaction: every table is read as of the same moment.
+        setup = ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY", "SET LOCAL TIME ZONE 'UTC'"]
+        with self._session(setup) as session:
+            yield session
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Writer]:
+        with self._session(["SET LOCAL TIME ZONE 'UTC'"]) as session:
+            yield session
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self._session([]) as session:
+            return session.execute(sql, params)
+
+
+def offset_ids(column: pa.Array, offset: int, reused: dict[int, int]) -> pa.Array:
+    """Old surrogate ids to new ones: reused rows map to the target's existing id, the rest shift
+    past the target's highest id. Vectorised: memory is the batch, not the table."""
+    shifted = pc.add(column.cast(pa.int64()), pa.scalar(offset, pa.int64()))
+    if not reused:
+        return shifted
+    old = pa.array(list(reused.keys()), pa.int64())
+    new = pa.array(list(reused.values()), pa.int64())
+    index = pc.index_in(column.cast(pa.int64()), value_set=old)
+    replaced = pc.take(new, index)
+    return pc.if_else(pc.is_valid(index), replaced, shifted)

@@ -1,0 +1,185 @@
+"""The live schema of an Airflow metadata database, reflected with SQLAlchemy (1.4 inside Airflow 2
+workers, 2.x elsewhere), reduced to what backup and restore need: typed columns, keys, references
+(declared and soft) and an order in which parents come before children."""
+
+from __future__ import annotations
+
+import graphlib
+import warnings
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from mwaa_control.metadata import catalog
+from mwaa_control.metadata.catalog import Role
+
+
+class Kind(StrEnum):
+    INTEGER = "integer"
+    FLOAT = "float"
+    BOOLEAN = "boolean"
+    TIMESTAMP = "timestamp"
+    DATE = "date"
+    BINARY = "binary"
+    JSON = "json"
+    TEXT = "text"
+
+
+ARROW_TYPES: dict[Kind, pa.DataType] = {
+    Kind.INTEGER: pa.int64(),
+    Kind.FLOAT: pa.float64(),
+    Kind.BOOLEAN: pa.bool_(),
+    Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"),
+    Kind.DATE: pa.date32(),
+    Kind.BINARY: pa.binary(),
+    Kind.JSON: pa.string(),
+    Kind.TEXT: pa.string(),
+}
+
+
+def kind_of(column_type: Any) -> Kind:
+    name = type(column_type).__name__.upper()
+    if "JSON" in name:
+        return Kind.JSON
+    if isinstance(column_type, sa.Boolean):
+        return Kind.BOOLEAN
+    if isinstance(column_type, sa.Integer):
+        return Kind.INTEGER
+    if isinstance(column_type, sa.Float | sa.Numeric):
+        return Kind.FLOAT
+    if isinstance(column_type, sa.DateTime):
+        return Kind.TIMESTAMP
+    if isinstance(column_type, sa.Date):
+        return Kind.DATE
+    if isinstance(column_type, sa.LargeBinary) or name in {"BYTEA", "BLOB"}:
+        return Kind.BINARY
+    return Kind.TEXT
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: Kind
+    nullable: bool
+
+
+@dataclass(frozen=True)
+class Reference:
+    columns: tuple[str, ...]
+    parent: str
+    parent_columns: tuple[str, ...]
+    declared: bool
+
+
+@dataclass
+class Table:
+    name: str
+    columns: list[Column]
+    primary_key: tuple[str, ...]
+    unique_keys: list[tuple[str, ...]]
+    references: list[Reference]
+    role: Role
+    why: str
+    classified: bool
+    update_on_conflict: tuple[str, ...] | None = None
+    sealed: list[catalog.SealedColumn] = field(default_factory=list)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(f"{self.name}.{name}")
+
+    def has(self, name: str) -> bool:
+        return any(c.name == name for c in self.columns)
+
+    @property
+    def surrogate_id(self) -> str | None:
+        """The integer primary key the database generates, which a restore must regenerate."""
+        if len(self.primary_key) == 1 and self.column(self.primary_key[0]).kind is Kind.INTEGER:
+            key = self.primary_key[0]
+            if not any(key in ref.columns for ref in self.references):
+                return key
+        return None
+
+    @property
+    def identities(self) -> list[tuple[str, ...]]:
+        """Column sets that identify a row across databases (natural keys)."""
+        keys = [] if self.surrogate_id else [self.primary_key]
+        return keys + [k for k in self.unique_keys if k != self.primary_key]
+
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, ARROW_TYPES[c.kind], nullable=c.nullable) for c in self.columns])
+
+
+@dataclass
+class Schema:
+    dialect: str
+    tables: dict[str, Table]
+    revision: str | None
+
+    def ordered(self, roles: set[Role] | None = None) -> list[Table]:
+        """Parents before children, following declared and soft references."""
+        graph: dict[str, set[str]] = {name: set() for name in self.tables}
+        for table in self.tables.values():
+            for ref in table.references:
+                if ref.parent in self.tables and ref.parent != table.name:
+                    graph[table.name].add(ref.parent)
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+        return [self.tables[n] for n in order if roles is None or self.tables[n].role in roles]
+
+
+def reflect(connection: Any) -> Schema:
+    with warnings.catch_warnings():
+        # SQLite reflection warns about Airflow's unnamed composite foreign keys; they are still found.
+        warnings.simplefilter("ignore", sa.exc.SAWarning)
+        return _reflect(connection)
+
+
+def _reflect(connection: Any) -> Schema:
+    inspector = sa.inspect(connection)
+    tables: dict[str, Table] = {}
+    for name in sorted(inspector.get_table_names()):
+        rule = catalog.rule_for(name)
+        columns = [
+            Column(c["name"], kind_of(c["type"]), bool(c.get("nullable", True))) for c in inspector.get_columns(name)
+        ]
+        primary_key = tuple(inspector.get_pk_constraint(name).get("constrained_columns") or ())
+        unique = [tuple(u["column_names"]) for u in inspector.get_unique_constraints(name)]
+        unique += [tuple(i["column_names"]) for i in inspector.get_indexes(name) if i.get("unique")]
+        if rule.natural_key:
+            unique.append(rule.natural_key)
+        references = [
+            Reference(tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]), True)
+            for f in inspector.get_foreign_keys(name)
+            if f.get("referred_table")
+        ]
+        declared = {(r.columns, r.parent) for r in references}
+        names = {c.name for c in columns}
+        for soft in catalog.SOFT_REFERENCES:
+            if soft.table == name and soft.column in names and ((soft.column,), soft.parent) not in declared:
+                references.append(Reference((soft.column,), soft.parent, (soft.parent_column,), False))
+        tables[name] = Table(
+            name=name,
+            columns=columns,
+            primary_key=primary_key,
+            unique_keys=list(dict.fromkeys(k for k in unique if k and all(c in names for c in k))),
+            references=references,
+            role=rule.role,
+            why=rule.why,
+            classified=catalog.is_classified(name),
+            update_on_conflict=rule.update_on_conflict,
+            sealed=[s for s in catalog.sealed_columns_of(name) if s.column in names],
+        )
+    revision = None
+    if "alembic_version" in tables:
+        rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
+        revision = ",".join(sorted(str(r[0]) for r in rows)) or None
+    return Schema(connection.dialect.name, tables, revision)
