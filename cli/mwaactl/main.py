@@ -2,6 +2,7 @@
 
 mwaactl dags trigger ENV DAG [--conf JSON] [--run-id ID] [--wait] [--timeout SECONDS]
 mwaactl airflow ENV -- <airflow cli args>
+mwaactl metadata backup|restore|verify|list ...
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from rich.console import Console
 
 from mwaa_control.airflow.errors import AirflowError
 from mwaa_control.composition import airflow_client
+from mwaactl.metadata import metadata
 
 app = typer.Typer(help="Operate MWAA environments: trigger DAGs, run Airflow commands.", no_args_is_help=True)
 dags = typer.Typer(help="DAG runs.", no_args_is_help=True)
 app.add_typer(dags, name="dags")
+app.add_typer(metadata, name="metadata")
 console = Console()
 errors = Console(stderr=True)
 

@@ -80,7 +80,7 @@ def _own_dag_filter(table: Table, schema: Schema) -> tuple[str, list[str]]:
         if ref.parent == "dag_run" and ref.parent_columns == ("id",) and "dag_run" in schema.tables:
             column = quote(ref.columns[0])
             clauses.append(
-                f"({column} IS NULL OR {column} NOT IN (SELECT id FROM dag_run WHERE dag_id LIKE ? ESCAPE '\\'))"
+                f"({column} IS NULL OR {column} NOT IN (SELECT id FROM dag_run WHERE dag_id LIKE ? ESCAPE '\\'))"  # noqa: S608
             )
             params.append(OWN_DAGS)
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
@@ -190,7 +190,8 @@ class BackupEngine:
                     count = reader.query(f"SELECT COUNT(*) FROM {quote(table.name)}")[0][0]  # noqa: S608
                     if count:
                         raise MetadataError(
-                            f"{table.name} holds secrets; give a KMS key to seal them (they are never stored in plaintext)"
+                            f"{table.name} holds secrets; give a KMS key to seal them "
+                            "(they are never stored in plaintext)"
                         )
                 where, params = _own_dag_filter(table, schema)
                 batches = reader.batches(table, where, params)
@@ -266,7 +267,8 @@ def _sealed(
     fernet: MultiFernet | None,
     counter: list[int],
 ) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
+    for original in batches:
+        batch = original
         identity = _row_names(batch, table)
         for sealed in table.sealed:
             values = batch.column(sealed.column).to_pylist()

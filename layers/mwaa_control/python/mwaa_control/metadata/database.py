@@ -12,6 +12,7 @@ record batches per table, and one write transaction.
 from __future__ import annotations
 
 import contextlib
+import io
 import sqlite3
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -78,14 +79,12 @@ def _timestamp_text(value: datetime) -> str:
 def _parse_timestamp(value: Any) -> datetime | None:
     if value is None:
         return None
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    text = str(value).replace("Z", "+00:00")
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(text)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _python_column(kind: Kind, values: list[Any]) -> list[Any]:
+def python_column(kind: Kind, values: list[Any]) -> list[Any]:
     if kind is Kind.TIMESTAMP:
         return [_parse_timestamp(v) for v in values]
     if kind is Kind.BOOLEAN:
@@ -97,7 +96,7 @@ def _python_column(kind: Kind, values: list[Any]) -> list[Any]:
     return values
 
 
-def _to_sqlite(kind: Kind, values: list[Any]) -> list[Any]:
+def to_sqlite(kind: Kind, values: list[Any]) -> list[Any]:
     if kind is Kind.TIMESTAMP:
         return [None if v is None else _timestamp_text(v) for v in values]
     if kind is Kind.BOOLEAN:
@@ -118,7 +117,7 @@ class SqliteReader:
         cursor = self._db.execute(f"SELECT {columns} FROM {quote(table.name)} {where}", tuple(params))  # noqa: S608
         while rows := cursor.fetchmany(BATCH_ROWS):
             arrays = [
-                pa.array(_python_column(column.kind, [row[i] for row in rows]), type=schema.field(i).type)
+                pa.array(python_column(column.kind, [row[i] for row in rows]), type=schema.field(i).type)
                 for i, column in enumerate(table.columns)
             ]
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
@@ -133,12 +132,11 @@ class SqliteWriter(SqliteReader):
 
     def insert(self, table: Table, columns: list[str], batch: pa.RecordBatch) -> None:
         kinds = [table.column(c).kind for c in columns]
-        data = [_to_sqlite(kind, batch.column(c).to_pylist()) for kind, c in zip(kinds, columns, strict=True)]
+        data = [to_sqlite(kind, batch.column(c).to_pylist()) for kind, c in zip(kinds, columns, strict=True)]
         marks = ", ".join("?" for _ in columns)
         names = ", ".join(quote(c) for c in columns)
-        self._db.executemany(
-            f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})", list(zip(*data, strict=True))
-        )  # noqa: S608
+        statement = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"  # noqa: S608
+        self._db.executemany(statement, list(zip(*data, strict=True)))
 
     def lock(self, tables: list[str]) -> None:
         """BEGIN IMMEDIATE already holds the database's write lock."""
@@ -149,11 +147,8 @@ class SqliteWriter(SqliteReader):
     def advance_sequence(self, table: str, column: str) -> None:
         has_sequence = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
         if has_sequence:
-            self._db.execute(
-                f"UPDATE sqlite_sequence SET seq = MAX(seq, (SELECT COALESCE(MAX({quote(column)}), 0) FROM {quote(table)}))"  # noqa: S608
-                " WHERE name = ?",
-                (table,),
-            )
+            highest = f"SELECT COALESCE(MAX({quote(column)}), 0) FROM {quote(table)}"  # noqa: S608
+            self._db.execute(f"UPDATE sqlite_sequence SET seq = MAX(seq, ({highest})) WHERE name = ?", (table,))  # noqa: S608
 
 
 class SqliteDatabase:
@@ -273,8 +268,6 @@ class PostgresSession:
             with self._driver.cursor() as cursor, cursor.copy(sql) as copy:
                 copy.write(data)
         else:
-            import io
-
             cursor = self._driver.cursor()
             try:
                 cursor.copy_expert(sql, io.BytesIO(data), size=1 << 20)
@@ -309,7 +302,8 @@ class PostgresSession:
                 ),
             )
             binary = [c.name for c in table.columns if c.kind is Kind.BINARY]
-            for batch in reader:
+            for block in reader:
+                batch = block
                 if binary:
                     arrays = [
                         _hex_to_binary(batch.column(name)) if name in binary else batch.column(name)
@@ -323,7 +317,7 @@ class PostgresSession:
         cursor = self._driver.cursor()
         try:
             if self._psycopg3:
-                from psycopg import sql as psql
+                from psycopg import sql as psql  # noqa: PLC0415 - absent on Airflow 2 workers (psycopg2)
 
                 parts = sql.split("?")
                 composed = psql.SQL("").join(

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from cryptography.fernet import MultiFernet
 
 from mwaa_control.metadata.catalog import Role
-from mwaa_control.metadata.database import Database, Writer, offset_ids, quote
+from mwaa_control.metadata.database import Database, Writer, offset_ids, python_column, quote, to_sqlite
 from mwaa_control.metadata.errors import BackupCorrupt, RestoreRefused, SchemaMismatch
 from mwaa_control.metadata.manifest import (
     MANIFEST,
@@ -38,7 +38,7 @@ from mwaa_control.metadata.manifest import (
     TableRestore,
     backup_prefix,
 )
-from mwaa_control.metadata.schema import Schema, Table
+from mwaa_control.metadata.schema import ARROW_TYPES, Kind, Schema, Table
 from mwaa_control.metadata.sealing import PREFIX as SEALED_PREFIX
 from mwaa_control.metadata.sealing import Envelope, KeyService, Sealer, fernet_from
 from mwaa_control.metadata.store import BackupStore, scratch_dir
@@ -246,15 +246,15 @@ class RestoreEngine:
         id_map = IdMap(offset=0, reused={})
         if surrogate:
             id_map.offset = int(
-                writer.query(f"SELECT COALESCE(MAX({quote(surrogate)}), 0) FROM {quote(table.name)}")[0][0]
-            )  # noqa: S608
+                writer.query(f"SELECT COALESCE(MAX({quote(surrogate)}), 0) FROM {quote(table.name)}")[0][0]  # noqa: S608
+            )
             result.id_offset = id_map.offset
             known: list[pa.Array] = []
         parquet = pq.ParquetFile(path)
         updates: list[tuple[object, ...]] = []
         update_columns = self._update_columns(table)
-        for batch in parquet.iter_batches(batch_size=65_536):
-            batch, detached = self._remap(batch, table, schema, maps)
+        for stored in parquet.iter_batches(batch_size=65_536):
+            batch, detached = self._remap(stored, table, schema, maps)
             result.detached_references += detached
             if surrogate and table.name in referenced:
                 known.append(batch.column(surrogate))
@@ -328,7 +328,7 @@ class RestoreEngine:
             for i, column in enumerate(columns):
                 values = [r[i] for r in rows]
                 kind = table.column(column).kind
-                arrays[column if column != table.surrogate_id else "__target_id"] = _typed(values, kind, table, column)
+                arrays[column if column != table.surrogate_id else "__target_id"] = _typed(values, kind)
             found.append((key, pa.table(arrays) if rows else pa.table({k: v for k, v in arrays.items()})))
         return found
 
@@ -428,27 +428,12 @@ def _key_in(batch: pa.RecordBatch, key: tuple[str, ...], rows: pa.Table) -> pa.A
     return pc.is_valid(_key_index(batch, key, rows))
 
 
-def _typed(values: list[object], kind: object, table: Table, column: str) -> pa.Array:
-    from mwaa_control.metadata.database import _python_column
-    from mwaa_control.metadata.schema import ARROW_TYPES, Kind
-
-    assert isinstance(kind, Kind)
-    return pa.array(_python_column(kind, values), type=ARROW_TYPES[kind])
+def _typed(values: list[object], kind: Kind) -> pa.Array:
+    return pa.array(python_column(kind, values), type=ARROW_TYPES[kind])
 
 
 def _to_param(table: Table, column: str, values: list[object], dialect: str) -> list[object]:
-    from mwaa_control.metadata.schema import Kind
-
-    kind = table.column(column).kind
-    if dialect == "sqlite":
-        if kind is Kind.TIMESTAMP:
-            return [
-                None if v is None else v.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-                for v in values
-            ]  # type: ignore[attr-defined]
-        if kind is Kind.BOOLEAN:
-            return [None if v is None else int(bool(v)) for v in values]
-    return values
+    return to_sqlite(table.column(column).kind, values) if dialect == "sqlite" else values
 
 
 def batches_of(path: Path) -> Iterator[pa.RecordBatch]:

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
+from mwaa_control.adapters.clients import client
 from mwaa_control.metadata.errors import BackupNotFound, MetadataError
 
 
@@ -139,8 +140,6 @@ def open_store(location: str, *, s3: Any = None, kms_key_id: str | None = None) 
         if not bucket:
             raise MetadataError(f"no bucket in {location}")
         if s3 is None:
-            from mwaa_control.adapters.clients import client
-
             s3 = client("s3")
         return S3Store(s3, bucket, prefix, kms_key_id)
     return LocalStore(Path(location))

@@ -1,0 +1,179 @@
+"""mwaactl metadata: back up, restore, verify and list Airflow metadata against any metadata
+database URL (self-hosted Airflow, tests) and a local directory or s3://bucket/prefix."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mwaa_control.adapters.clients import client
+from mwaa_control.metadata.backup import BackupEngine, BackupRequest, Drain
+from mwaa_control.metadata.database import open_database
+from mwaa_control.metadata.errors import MetadataError
+from mwaa_control.metadata.restore import RestoreEngine, RestoreRequest
+from mwaa_control.metadata.sealing import KmsKeyService
+from mwaa_control.metadata.store import BackupStore, open_store
+from mwaa_control.metadata.verify import latest_backup, list_backups, verify_backup, verify_restore
+
+metadata = typer.Typer(help="Back up, restore, verify and list Airflow metadata.", no_args_is_help=True)
+console = Console()
+errors = Console(stderr=True)
+
+DbUrl = Annotated[str, typer.Option("--db-url", help="SQLAlchemy URL of the Airflow metadata database")]
+Environment = Annotated[str, typer.Option("--environment", "-e", help="environment name (backups/{environment}/...)")]
+KmsKey = Annotated[str | None, typer.Option("--kms-key-id", help="KMS key that seals secrets (id, ARN or alias)")]
+FernetEnv = Annotated[
+    str,
+    typer.Option(
+        "--fernet-key-env",
+        help="environment variable holding the Fernet key (never pass keys as arguments: ps shows them)",
+    ),
+]
+Region = Annotated[str | None, typer.Option(help="AWS region (default: the SDK's)")]
+
+
+def _fail(error: Exception) -> None:
+    errors.print(f"[red]error:[/red] {error}", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _keys(kms_key_id: str | None, region: str | None) -> KmsKeyService | None:
+    return KmsKeyService(client("kms", region=region), kms_key_id) if kms_key_id else None
+
+
+def _store(location: str, kms_key_id: str | None, region: str | None) -> BackupStore:
+    s3 = client("s3", region=region) if location.startswith("s3://") else None
+    return open_store(location, s3=s3, kms_key_id=kms_key_id)
+
+
+@metadata.command("backup")
+def backup(
+    db_url: DbUrl,
+    to: Annotated[str, typer.Option("--to", help="directory or s3://bucket/prefix")],
+    environment: Environment,
+    kms_key_id: KmsKey = None,
+    fernet_key_env: FernetEnv = "AIRFLOW__CORE__FERNET_KEY",
+    airflow_version: Annotated[str | None, typer.Option(help="recorded in the manifest")] = None,
+    drain: Annotated[bool, typer.Option(help="pause DAGs and wait for running tasks first")] = False,
+    drain_timeout: Annotated[float, typer.Option(help="seconds to wait for running tasks")] = 1800,
+    on_timeout: Annotated[str, typer.Option(help="abort | proceed (record what is in flight)")] = "abort",
+    leave_paused: Annotated[bool, typer.Option(help="keep DAGs paused afterwards (before a pause)")] = False,
+    region: Region = None,
+) -> None:
+    """Back up the metadata database to a new backups/{environment}/{backup_id}/."""
+    if on_timeout not in ("abort", "proceed"):
+        _fail(ValueError("--on-timeout is abort or proceed"))
+    try:
+        engine = BackupEngine(open_database(db_url), _store(to, kms_key_id, region))
+        request = BackupRequest(
+            environment=environment,
+            keys=_keys(kms_key_id, region),
+            source_fernet_key=os.environ.get(fernet_key_env),
+            airflow_version=airflow_version,
+            drain=Drain(timeout=drain_timeout, on_timeout=on_timeout, leave_paused=leave_paused) if drain else None,
+        )
+        manifest = engine.backup(request)
+    except MetadataError as error:
+        _fail(error)
+    rows = sum(t.rows for t in manifest.tables.values())
+    console.print(
+        f"backup [bold]{manifest.backup_id}[/bold]: {len(manifest.tables)} tables, {rows} rows, "
+        f"{manifest.sealed_values} secrets sealed, {len(manifest.in_flight)} task instances in flight"
+    )
+
+
+@metadata.command("restore")
+def restore(
+    db_url: DbUrl,
+    from_: Annotated[str, typer.Option("--from", help="directory or s3://bucket/prefix")],
+    environment: Environment,
+    backup_id: Annotated[str | None, typer.Option(help="default: the newest complete backup")] = None,
+    kms_key_id: KmsKey = None,
+    fernet_key_env: FernetEnv = "AIRFLOW__CORE__FERNET_KEY",
+    region: Region = None,
+) -> None:
+    """Restore a backup into a migrated Airflow database of the same version: all or nothing."""
+    try:
+        store = _store(from_, kms_key_id, region)
+        chosen = backup_id or latest_backup(store, environment)
+        report = RestoreEngine(open_database(db_url), store).restore(
+            RestoreRequest(
+                environment=environment,
+                backup_id=chosen,
+                keys=_keys(kms_key_id, region),
+                target_fernet_key=os.environ.get(fernet_key_env),
+            )
+        )
+    except MetadataError as error:
+        _fail(error)
+    inserted = sum(t.inserted for t in report.tables)
+    matched = sum(t.matched for t in report.tables)
+    console.print(
+        f"{report.status} {chosen}: {inserted} rows inserted, {matched} matched existing rows, "
+        f"{report.reencrypted_values} secrets re-encrypted"
+    )
+
+
+@metadata.command("verify")
+def verify(
+    from_: Annotated[str, typer.Option("--from", help="directory or s3://bucket/prefix")],
+    environment: Environment,
+    backup_id: Annotated[str | None, typer.Option(help="default: the newest complete backup")] = None,
+    db_url: Annotated[str | None, typer.Option("--db-url", help="also check this restored database")] = None,
+    fernet_key_env: FernetEnv = "AIRFLOW__CORE__FERNET_KEY",
+    region: Region = None,
+) -> None:
+    """Check a backup's files against its manifest, and optionally a restored database against it."""
+    try:
+        store = _store(from_, None, region)
+        chosen = backup_id or latest_backup(store, environment)
+        report = verify_backup(store, environment, chosen)
+        if db_url and report.ok:
+            report = verify_restore(open_database(db_url), store, environment, chosen, os.environ.get(fernet_key_env))
+    except MetadataError as error:
+        _fail(error)
+    table = Table("table", "in backup", "in target", "missing keys", "ok")
+    for check in report.tables:
+        table.add_row(
+            check.table,
+            str(check.in_backup),
+            "" if check.in_target is None else str(check.in_target),
+            "" if check.missing_keys is None else str(check.missing_keys),
+            "yes" if check.ok else "[red]NO[/red]",
+        )
+    console.print(table)
+    for problem in report.problems:
+        errors.print(f"[red]problem:[/red] {problem}")
+    console.print(f"{report.checked} {chosen}: {'[green]verified[/green]' if report.ok else '[red]FAILED[/red]'}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@metadata.command("list")
+def list_(
+    from_: Annotated[str, typer.Option("--from", help="directory or s3://bucket/prefix")],
+    environment: Annotated[str | None, typer.Option("--environment", "-e")] = None,
+    region: Region = None,
+) -> None:
+    """List complete backups (those with a manifest), oldest first."""
+    try:
+        backups = list_backups(_store(from_, None, region), environment)
+    except MetadataError as error:
+        _fail(error)
+    table = Table("environment", "backup id", "created", "airflow", "tables", "rows", "bytes", "in flight")
+    for item in backups:
+        table.add_row(
+            item.environment,
+            item.backup_id,
+            item.created_at,
+            item.airflow_version or "?",
+            str(item.tables),
+            str(item.rows),
+            str(item.bytes),
+            str(item.in_flight),
+        )
+    console.print(table)
