@@ -207,6 +207,34 @@ class AirflowClient:
     def list_variables(self) -> dict[str, str]:
         return {v["key"]: str(v.get("value")) for v in self._paged("/variables", "variables", 100)}
 
+    def rest(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None) -> Any:
+        """One REST API call (v1 on Airflow 2, v2 on Airflow 3), for callers that need raw pages."""
+        return self._rest.call(method, path, query=query, body=body)
+
+    def batch_list(
+        self, path: str, field: str, body: dict[str, Any] | None = None, page_size: int = 100
+    ) -> Iterator[dict[str, Any]]:
+        """Airflow 3's POST .../list endpoints (runs, task instances across DAGs), page by page."""
+        offset = 0
+        while True:
+            page = self._rest.call("POST", path, body={**(body or {}), "page_offset": offset, "page_limit": page_size})
+            items = page.get(field, [])
+            yield from items
+            offset += len(items)
+            if not items or offset >= int(page.get("total_entries", 0)):
+                return
+
+    def variable_from_cli(self, key: str) -> str:
+        """A variable's value as stored: the REST API redacts values of sensitive keys, the CLI
+        prints them. Airflow prints the value and one newline."""
+        result = self._cli.run(["variables", "get", values.variable_key(key)])
+        if not result.stdout:
+            raise AirflowCommandFailed(f"{self.environment}: variables get failed: {_airflow_error(result.stderr)}")
+        return result.stdout[:-1] if result.stdout.endswith("\n") else result.stdout
+
+    def paged(self, path: str, field: str, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        return self._paged(path, field, page_size)
+
     def _paged(self, path: str, field: str, page_size: int) -> Iterator[dict[str, Any]]:
         offset = 0
         while True:

@@ -201,7 +201,7 @@ class BackupEngine:
                     assert sealer is not None
                     counter = [0]
                     batches = _sealed(batches, table, sealer, fernet, counter)
-                entry = self._write_table(table, batches, Path(scratch), prefix)
+                entry = write_table(self.store, table, batches, Path(scratch), prefix)
                 if table.sealed:
                     sealed_count += counter[0]
                 tables[table.name] = entry
@@ -225,30 +225,34 @@ class BackupEngine:
         log.info("backup %s: %d tables, %d sealed values", prefix, len(tables), sealed_count)
         return manifest
 
-    def _write_table(self, table: Table, batches: Iterator[pa.RecordBatch], scratch: Path, prefix: str) -> TableEntry:
-        relative = f"tables/{table.name}/part-00000.parquet"
-        local = scratch / f"{table.name}.parquet"
-        rows = 0
-        with pq.ParquetWriter(local, table.arrow_schema(), compression="zstd") as writer:
-            for batch in batches:
-                rows += batch.num_rows
-                writer.write_batch(batch, row_group_size=256_000)
-        digest = hashlib.sha256()
-        with local.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        size = local.stat().st_size
-        self.store.put_file(f"{prefix}/{relative}", local)
-        local.unlink()
-        return TableEntry(
-            role=table.role.value,
-            why=table.why,
-            classified=table.classified,
-            rows=rows,
-            columns=[ColumnEntry(name=c.name, kind=c.kind.value, nullable=c.nullable) for c in table.columns],
-            files=[FileEntry(path=relative, rows=rows, bytes=size, sha256=digest.hexdigest())],
-            sealed_columns=[s.column for s in table.sealed],
-        )
+
+def write_table(
+    store: BackupStore, table: Table, batches: Iterator[pa.RecordBatch], scratch: Path, prefix: str
+) -> TableEntry:
+    """One Parquet file for the table, its checksum, and its manifest entry."""
+    relative = f"tables/{table.name}/part-00000.parquet"
+    local = scratch / f"{table.name}.parquet"
+    rows = 0
+    with pq.ParquetWriter(local, table.arrow_schema(), compression="zstd") as writer:
+        for batch in batches:
+            rows += batch.num_rows
+            writer.write_batch(batch, row_group_size=256_000)
+    digest = hashlib.sha256()
+    with local.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    size = local.stat().st_size
+    store.put_file(f"{prefix}/{relative}", local)
+    local.unlink()
+    return TableEntry(
+        role=table.role.value,
+        why=table.why,
+        classified=table.classified,
+        rows=rows,
+        columns=[ColumnEntry(name=c.name, kind=c.kind.value, nullable=c.nullable) for c in table.columns],
+        files=[FileEntry(path=relative, rows=rows, bytes=size, sha256=digest.hexdigest())],
+        sealed_columns=[s.column for s in table.sealed],
+    )
 
 
 def _with_pause_states(batches: Iterator[pa.RecordBatch], states: dict[str, bool]) -> Iterator[pa.RecordBatch]:

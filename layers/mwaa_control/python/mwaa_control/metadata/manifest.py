@@ -42,6 +42,8 @@ class TableEntry(BaseModel):
     columns: list[ColumnEntry]
     files: list[FileEntry]
     sealed_columns: list[str] = Field(default_factory=list)
+    restorable: bool = True
+    """False for history archived through the REST API (Airflow 3): kept for analysis only."""
 
 
 class InFlightTask(BaseModel):
@@ -74,6 +76,8 @@ class Manifest(BaseModel):
     drained: bool
     envelope: EnvelopeEntry | None
     sealed_values: int
+    not_exported: dict[str, list[str]] = Field(default_factory=dict)
+    """What the source would not give (REST path): e.g. connection passwords the API redacts."""
 
 
 class TableRestore(BaseModel):
