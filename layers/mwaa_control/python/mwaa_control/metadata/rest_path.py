@@ -191,6 +191,15 @@ def _is_redacted(value: Any) -> bool:
     return False
 
 
+def _is_json_object(value: Any) -> bool:
+    if not isinstance(value, str) or not value.lstrip().startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(value), dict)
+    except ValueError:
+        return False
+
+
 class RestBackup:
     def __init__(self, airflow: AirflowClient, store: BackupStore) -> None:
         self.airflow = airflow
@@ -259,7 +268,9 @@ class RestBackup:
     def _variables(self) -> list[dict[str, Any]]:
         variables = list(self.airflow.paged("/variables", "variables"))
         for variable in variables:
-            if _is_redacted(variable.get("value")):
+            # The API redacts values of sensitive keys and re-serialises JSON objects (losing their
+            # formatting and redacting sensitive fields inside); the CLI prints what is stored.
+            if _is_redacted(variable.get("value")) or _is_json_object(variable.get("value")):
                 variable["value"] = self.airflow.variable_from_cli(variable["key"])
         return variables
 
@@ -396,8 +407,12 @@ class RestRestore:
         failures = created.get("errors") or []
         if failures:
             raise RestoreRefused(f"{table}: the API refused {len(failures)} entities: {json.dumps(failures)[:500]}")
-        result.inserted = len(created.get("success") or [])
-        result.matched = len(rows) - result.inserted
+        written = len(created.get("success") or [])
+        if on_existence == "overwrite":
+            # The API does not say which existed: overwriting with the same values is a no-op.
+            result.updated = written
+        else:
+            result.inserted, result.matched = written, len(rows) - written
         return result
 
     def _pause_states(self, dags: list[dict[str, Any]], problems: list[str]) -> TableRestore:
