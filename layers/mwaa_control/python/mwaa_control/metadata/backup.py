@@ -186,9 +186,11 @@ class BackupEngine:
                 if table.role is Role.EXCLUDED:
                     excluded[table.name] = table.why
                     continue
-                if table.sealed and sealer is None:
+                sealing = None
+                if table.sealed:
+                    sealing = sealer
                     count = reader.query(f"SELECT COUNT(*) FROM {quote(table.name)}")[0][0]  # noqa: S608
-                    if count:
+                    if count and sealer is None:
                         raise MetadataError(
                             f"{table.name} holds secrets; give a KMS key to seal them "
                             "(they are never stored in plaintext)"
@@ -197,13 +199,11 @@ class BackupEngine:
                 batches = reader.batches(table, where, params)
                 if table.name == "dag" and original_pause is not None:
                     batches = _with_pause_states(batches, pause_states)
-                if table.sealed:
-                    assert sealer is not None
-                    counter = [0]
-                    batches = _sealed(batches, table, sealer, fernet, counter)
+                counter = [0]
+                if sealing is not None:
+                    batches = _sealed(batches, table, sealing, fernet, counter)
                 entry = write_table(self.store, table, batches, Path(scratch), prefix)
-                if table.sealed:
-                    sealed_count += counter[0]
+                sealed_count += counter[0]
                 tables[table.name] = entry
         manifest = Manifest(
             backup_id=backup_id,

@@ -16,6 +16,7 @@ import io
 import sqlite3
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -168,7 +169,23 @@ class SqliteDatabase:
 
     def reflect(self) -> Schema:
         with self.engine.connect() as connection:
-            return reflect(connection)
+            schema = reflect(connection)
+        # SQLite stores what it is given: Airflow writes float seconds into columns it declares
+        # INTEGER (task_reschedule.duration). Read such columns as floats, or the fraction is lost.
+        connection = self._connect()
+        try:
+            for table in schema.tables.values():
+                for index, column in enumerate(table.columns):
+                    if column.kind is not Kind.INTEGER:
+                        continue
+                    stored = connection.execute(
+                        f"SELECT 1 FROM {quote(table.name)} WHERE typeof({quote(column.name)}) = 'real' LIMIT 1"  # noqa: S608
+                    ).fetchone()
+                    if stored:
+                        table.columns[index] = replace(column, kind=Kind.FLOAT)
+        finally:
+            connection.close()
+        return schema
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[Reader]:
@@ -276,7 +293,10 @@ class PostgresSession:
 
     def batches(self, table: Table, where: str = "", params: Sequence[Any] = ()) -> Iterator[pa.RecordBatch]:
         schema = table.arrow_schema()
-        columns = ", ".join(quote(c) for c in table.column_names)
+        columns = ", ".join(
+            f"({quote(c.name)} AT TIME ZONE 'UTC') AS {quote(c.name)}" if c.naive else quote(c.name)
+            for c in table.columns
+        )
         select = f"SELECT {columns} FROM {quote(table.name)} {where}"  # noqa: S608
         if params:
             select = self._bind(select, params)

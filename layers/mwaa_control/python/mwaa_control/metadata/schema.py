@@ -64,6 +64,8 @@ class Column:
     name: str
     kind: Kind
     nullable: bool
+    naive: bool = False
+    """A timestamp without time zone (Airflow keeps UTC in it, e.g. task_instance.trigger_timeout)."""
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,13 @@ def _reflect(connection: Any) -> Schema:
     for name in sorted(inspector.get_table_names()):
         rule = catalog.rule_for(name)
         columns = [
-            Column(c["name"], kind_of(c["type"]), bool(c.get("nullable", True))) for c in inspector.get_columns(name)
+            Column(
+                c["name"],
+                kind_of(c["type"]),
+                bool(c.get("nullable", True)),
+                naive=isinstance(c["type"], sa.DateTime) and not getattr(c["type"], "timezone", False),
+            )
+            for c in inspector.get_columns(name)
         ]
         primary_key = tuple(inspector.get_pk_constraint(name).get("constrained_columns") or ())
         unique = [tuple(u["column_names"]) for u in inspector.get_unique_constraints(name)]

@@ -89,9 +89,10 @@ class S3Store:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _encryption(self) -> dict[str, str]:
+        # Without a key, say nothing: the bucket's default encryption (the stack's KMS key) applies.
         if self.kms_key_id:
             return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
-        return {"ServerSideEncryption": "AES256"}
+        return {}
 
     def put_file(self, key: str, source: Path) -> None:
         if self.exists(key):
