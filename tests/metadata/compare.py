@@ -45,8 +45,8 @@ def decrypt(rows: list[Row], table: str, key: str) -> list[Row]:
     """Fernet ciphertexts differ on every encryption: compare what they decrypt to."""
     fernet = Fernet(key.encode())
     out = []
-    for row in rows:
-        row = dict(row)
+    for stored in rows:
+        row = dict(stored)
         for (name, column), flag in {**ENCRYPTED, **ENCRYPTED_EXTRA}.items():
             if name == table and row.get(flag) and row.get(column) is not None:
                 row[column] = "decrypted:" + fernet.decrypt(row[column].encode()).decode()
@@ -77,8 +77,8 @@ def expected_target(
         return reused.get(int(old), int(old) + int(results[parent].id_offset or 0))
 
     mapped = []
-    for row in source:
-        row = dict(row)
+    for original in source:
+        row = dict(original)
         if shape.surrogate_id:
             row[shape.surrogate_id] = new_id(table, row[shape.surrogate_id])
         for ref in shape.references:

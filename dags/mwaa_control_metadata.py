@@ -1,0 +1,140 @@
+"""Metadata export and import DAGs for Airflow 2 on MWAA, deployed by the control plane to the
+environment's DAG folder (the `mwaa_control` package comes in plugins.zip, see the README).
+
+Both are triggered by the pause/resume workflow through the CLI token API with a conf like
+
+    {"environment": "etl-prod", "location": "s3://bucket/prefix", "kms_key_id": "arn:aws:kms:...",
+     "drain": {"timeout": 1800, "on_timeout": "abort", "leave_paused": true},   # export only
+     "backup_id": "20261121T213305Z-1a2b3c4d",                                  # import only
+     "mwaa_control": {"task_token": "...", "region": "..."}}                   # the callback
+
+and report back to Step Functions through the callback contract: the result (backup id, row
+counts) on success, the error on failure. Their own runs are never exported (`mwaa_control_`
+prefix), so a restore cannot bring back a half-finished export.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from airflow import DAG
+from airflow.operators.python import PythonOperator
+
+EXPORT_DAG_ID = "mwaa_control_metadata_export"
+IMPORT_DAG_ID = "mwaa_control_metadata_import"
+
+
+def _settings(conf: dict[str, Any]) -> tuple[str, str, str | None]:
+    missing = [k for k in ("environment", "location") if not conf.get(k)]
+    if missing:
+        raise ValueError(f"the run conf needs {', '.join(missing)}")
+    return str(conf["environment"]), str(conf["location"]), conf.get("kms_key_id")
+
+
+def _keys(kms_key_id: str | None) -> Any:
+    from mwaa_control.adapters.clients import client
+    from mwaa_control.metadata.sealing import KmsKeyService
+
+    return KmsKeyService(client("kms"), kms_key_id) if kms_key_id else None
+
+
+def _database() -> Any:
+    from airflow import settings
+
+    from mwaa_control.metadata.database import open_database
+
+    return open_database(settings.engine)
+
+
+def export_metadata(**context: Any) -> dict[str, Any]:
+    import airflow
+    from airflow.configuration import conf as airflow_conf
+
+    from mwaa_control.metadata.backup import BackupEngine, BackupRequest, Drain
+    from mwaa_control.metadata.store import open_store
+
+    conf = context["dag_run"].conf or {}
+    environment, location, kms_key_id = _settings(conf)
+    drain = conf.get("drain")
+    request = BackupRequest(
+        environment=environment,
+        keys=_keys(kms_key_id),
+        source_fernet_key=airflow_conf.get("core", "fernet_key", fallback=None),
+        airflow_version=airflow.__version__,
+        drain=Drain(**drain) if isinstance(drain, dict) else None,
+    )
+    manifest = BackupEngine(_database(), open_store(location, kms_key_id=kms_key_id)).backup(request)
+    return {
+        "backup_id": manifest.backup_id,
+        "environment": manifest.environment,
+        "tables": len(manifest.tables),
+        "rows": sum(t.rows for t in manifest.tables.values()),
+        "in_flight": len(manifest.in_flight),
+    }
+
+
+def import_metadata(**context: Any) -> dict[str, Any]:
+    from airflow.configuration import conf as airflow_conf
+
+    from mwaa_control.metadata.restore import RestoreEngine, RestoreRequest
+    from mwaa_control.metadata.store import open_store
+    from mwaa_control.metadata.verify import latest_backup
+
+    conf = context["dag_run"].conf or {}
+    environment, location, kms_key_id = _settings(conf)
+    store = open_store(location, kms_key_id=kms_key_id)
+    backup_id = conf.get("backup_id") or latest_backup(store, environment)
+    report = RestoreEngine(_database(), store).restore(
+        RestoreRequest(
+            environment=environment,
+            backup_id=backup_id,
+            keys=_keys(kms_key_id),
+            target_fernet_key=airflow_conf.get("core", "fernet_key", fallback=None),
+        )
+    )
+    return {
+        "backup_id": backup_id,
+        "status": report.status,
+        "inserted": sum(t.inserted for t in report.tables),
+        "matched": sum(t.matched for t in report.tables),
+        "restore_id": report.restore_id,
+    }
+
+
+def report_result(task: str, **context: Any) -> None:
+    """Tell the waiting workflow the outcome, with the result of the work."""
+    from mwaa_control.callback import from_conf
+
+    callback = from_conf(context["dag_run"].conf)
+    if callback is not None:
+        callback.success(context["ti"].xcom_pull(task_ids=task) or {})
+
+
+def report_failure(context: dict[str, Any]) -> None:
+    from mwaa_control.callback import report_failure as report
+
+    report(context)
+
+
+for dag_id, work, task_id in (
+    (EXPORT_DAG_ID, export_metadata, "export_metadata"),
+    (IMPORT_DAG_ID, import_metadata, "import_metadata"),
+):
+    with DAG(
+        dag_id,
+        start_date=datetime(2024, 1, 1),
+        schedule=None,
+        catchup=False,
+        max_active_runs=1,
+        is_paused_upon_creation=False,
+        on_failure_callback=report_failure,
+        tags=["mwaa-control"],
+        doc_md=__doc__,
+    ) as dag:
+        done = PythonOperator(task_id=task_id, python_callable=work, retries=0)
+        report = PythonOperator(
+            task_id="report_to_workflow", python_callable=report_result, op_kwargs={"task": task_id}
+        )
+        done >> report
+    globals()[dag_id] = dag
