@@ -6,6 +6,7 @@ from typing import Any
 
 from localcloud.eventbus import rule_matches
 from localcloud.template import ROOT, functions, load_template, resources_of_type
+from mwaa_control.metadata.manifest import backup_prefix
 from tests.conftest import load_event
 
 DESTRUCTIVE = ("Delete", "Modify", "Create", "Put", "Update", "Tag", "Untag", "Attach", "Detach")
@@ -82,3 +83,78 @@ def test_every_sample_event_is_used_by_a_test() -> None:
     tests_text = "".join(p.read_text() for p in (ROOT / "tests").rglob("*.py"))
     for sample in (ROOT / "events").glob("*.json"):
         assert sample.name in tests_text, f"{sample.name} is not loaded by any test"
+
+
+HIVE_PARQUET = "org.apache.hadoop.hive.ql.io.parquet"
+# The Glue types of the backup engine's Parquet types (schema.ARROW_TYPES; tests/analytics checks each column).
+PARQUET_GLUE_TYPES = {"bigint", "double", "boolean", "timestamp", "binary", "string"}
+
+
+def test_metadata_backups_are_private_versioned_and_encrypted_with_their_own_key() -> None:
+    resources = load_template()["Resources"]
+    key = resources["MetadataBackupKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    bucket = resources["MetadataBackupBucket"]["Properties"]
+    [rule] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": {"Fn::GetAtt": ["MetadataBackupKey", "Arn"]},
+    }
+    assert bucket["VersioningConfiguration"]["Status"] == "Enabled"
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    assert bucket["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    assert any("NoncurrentVersionExpiration" in r for r in bucket["LifecycleConfiguration"]["Rules"])
+    assert "BucketName" not in bucket  # generated from the stack name: two stacks never collide
+    [deny] = resources["MetadataBackupBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    workgroup = resources["MetadataWorkGroup"]["Properties"]["WorkGroupConfiguration"]
+    assert workgroup["EnforceWorkGroupConfiguration"] is True
+    results = workgroup["ResultConfiguration"]
+    assert results["EncryptionConfiguration"] == {
+        "EncryptionOption": "SSE_KMS",
+        "KmsKey": {"Fn::GetAtt": ["MetadataBackupKey", "Arn"]},
+    }
+    assert results["OutputLocation"] == {"Fn::Sub": "s3://${MetadataBackupBucket}/athena-results/"}
+
+
+def test_backup_tables_are_projected_onto_the_engine_layout() -> None:
+    template = load_template()
+    tables = resources_of_type(template, "AWS::Glue::Table")
+    assert {t["Properties"]["TableInput"]["Name"] for t in tables.values()} >= {"dag_run", "task_instance"}
+    for table in tables.values():
+        spec = table["Properties"]["TableInput"]
+        assert table["Properties"]["DatabaseName"] == {"Ref": "MetadataDatabase"}
+        keys = [(k["Name"], k["Type"]) for k in spec["PartitionKeys"]]
+        assert keys == [("environment", "string"), ("backup_id", "string")]
+        parameters = spec["Parameters"]
+        assert parameters["projection.enabled"] == "true"
+        assert parameters["projection.environment.type"] == parameters["projection.backup_id.type"] == "injected"
+        # The engine's own layout (manifest.backup_prefix), with the projected values in it.
+        layout = backup_prefix("${!environment}", "${!backup_id}")
+        location = f"s3://${{MetadataBackupBucket}}/{layout}/tables/{spec['Name']}/"
+        assert parameters["storage.location.template"] == {"Fn::Sub": location}
+        storage = spec["StorageDescriptor"]
+        assert storage["SerdeInfo"]["SerializationLibrary"] == f"{HIVE_PARQUET}.serde.ParquetHiveSerDe"
+        assert storage["InputFormat"] == f"{HIVE_PARQUET}.MapredParquetInputFormat"
+        assert storage["OutputFormat"] == f"{HIVE_PARQUET}.MapredParquetOutputFormat"
+        names = [c["Name"] for c in storage["Columns"]]
+        assert len(names) == len(set(names))
+        assert {c["Type"] for c in storage["Columns"]} <= PARQUET_GLUE_TYPES
+
+
+def test_analytics_names_start_with_the_stack_name() -> None:
+    resources = load_template()["Resources"]
+    database = resources["MetadataDatabase"]["Properties"]["DatabaseInput"]["Name"]
+    assert database == {"Fn::Join": ["_", {"Fn::Split": ["-", {"Fn::Sub": "${AWS::StackName}_metadata"}]}]}
+    assert resources["MetadataWorkGroup"]["Properties"]["Name"]["Fn::Sub"].startswith("${AWS::StackName}-")
+    for query in resources_of_type(load_template(), "AWS::Athena::NamedQuery").values():
+        assert query["Properties"]["Name"]["Fn::Sub"].startswith("${AWS::StackName} ")
+        assert query["Properties"]["WorkGroup"] == {"Ref": "MetadataWorkGroup"}
+
+
+def test_every_analytics_query_is_deployed_verbatim() -> None:
+    deployed = sorted(
+        q["Properties"]["QueryString"] for q in resources_of_type(load_template(), "AWS::Athena::NamedQuery").values()
+    )
+    assert deployed == sorted(p.read_text() for p in (ROOT / "analytics").glob("*.sql"))
