@@ -3,25 +3,36 @@
 A participant account creates a customer-managed-endpoint MWAA environment in a VPC shared by the
 owner account; the owner's stack (from template.yaml) creates its endpoints when it goes PENDING,
 MWAA finishes creating it, and deleting it removes the endpoints again. A second environment whose
-events are all lost is rescued by the scheduled reconciler. Exits non-zero if anything is off.
+events are all lost is rescued by the scheduled reconciler. A DAG is run from Step Functions, and
+the environment's Airflow metadata is backed up to S3 (secrets sealed with KMS), restored into a new
+Airflow database under a new Fernet key, and verified. Exits non-zero if anything is off.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from localcloud import LocalCloud
+from localcloud.airflow.backend import AirflowBackend
 from localcloud.eventbus import Delivery
 from localcloud.network import RESTRICTIVE_SQS_POLICY, build_shared_vpc
 from mwaa_control import callback
 from mwaa_control.composition import airflow_client
+from mwaa_control.metadata.backup import BackupEngine, BackupRequest
+from mwaa_control.metadata.database import open_database
+from mwaa_control.metadata.restore import RestoreEngine, RestoreRequest
+from mwaa_control.metadata.sealing import KmsKeyService
+from mwaa_control.metadata.store import S3Store
+from mwaa_control.metadata.verify import verify_restore
 from mwaa_control.observability import logger
 
 OWNER, PARTICIPANT = "123456789012", "222222222222"
@@ -183,6 +194,55 @@ def run_dag_scenario(cloud: LocalCloud, timeline: Timeline, failures: list[str])
     check(described["status"] == "SUCCEEDED", "the workflow finished with the DAG's output", failures)
 
 
+def metadata_scenario(cloud: LocalCloud, failures: list[str]) -> None:
+    console.rule("[bold]back up the environment's Airflow metadata, restore it into a new database")
+    source = cloud.emulator.airflow(cloud.account, cloud.region, "reporting")
+    secret = "demo-secret-do-not-leak"  # noqa: S105 - the planted value the check looks for
+    assert source.cli(["variables", "set", "warehouse_password", secret]).returncode == 0
+    s3, kms = cloud.client("s3"), cloud.client("kms")
+    s3.create_bucket(Bucket="mwaa-metadata-backups")
+    key = kms.create_key(Description="metadata backups")["KeyMetadata"]["Arn"]
+    store = S3Store(s3, "mwaa-metadata-backups", "mwaa", kms_key_id=key)
+    keys = KmsKeyService(kms, key)
+    manifest = BackupEngine(open_database(f"sqlite:///{source.home / 'airflow.db'}"), store).backup(
+        BackupRequest(environment="reporting", keys=keys, source_fernet_key=source.fernet_key, airflow_version="2.11.0")
+    )
+    rows = {name: entry.rows for name, entry in manifest.tables.items() if entry.rows}
+    console.print(
+        f"          backup [bold]{manifest.backup_id}[/bold] in s3://mwaa-metadata-backups/mwaa/backups/reporting/: "
+        f"{sum(rows.values())} rows in {len(rows)} tables, {manifest.sealed_values} secrets sealed with KMS"
+    )
+    listed = s3.list_objects_v2(Bucket="mwaa-metadata-backups", Prefix="mwaa/")["Contents"]
+    stored = b"".join(s3.get_object(Bucket="mwaa-metadata-backups", Key=o["Key"])["Body"].read() for o in listed)
+    check(secret.encode() not in stored, "no secret in plaintext in the backup", failures)
+    with tempfile.TemporaryDirectory(prefix="mwaa-demo-restore-") as home:
+        target = AirflowBackend(Path(home), major=2)
+        target.ensure_ready()
+        report = RestoreEngine(open_database(f"sqlite:///{target.home / 'airflow.db'}"), store).restore(
+            RestoreRequest("reporting", manifest.backup_id, keys, target.fernet_key)
+        )
+        table = Table(title="Restored into a new Airflow database (new Fernet key)", show_lines=False)
+        for column in ("table", "in backup", "inserted", "matched", "id offset"):
+            table.add_column(column)
+        for result in report.tables:
+            if result.in_backup:
+                offset = "" if result.id_offset is None else f"+{result.id_offset}"
+                table.add_row(result.table, str(result.in_backup), str(result.inserted), str(result.matched), offset)
+        console.print(table)
+        check(report.status == "restored", f"restore {report.restore_id}: one transaction, counts verified", failures)
+        printed = target.cli(["variables", "get", "warehouse_password"]).stdout.strip()
+        check(printed == secret, "Airflow reads the re-encrypted variable with the new environment's key", failures)
+        again = RestoreEngine(open_database(f"sqlite:///{target.home / 'airflow.db'}"), store).restore(
+            RestoreRequest("reporting", manifest.backup_id, keys, target.fernet_key)
+        )
+        check(again.status == "already-restored", "restoring the same backup again changes nothing", failures)
+        verified = verify_restore(
+            open_database(f"sqlite:///{target.home / 'airflow.db'}"), store, "reporting", manifest.backup_id,
+            target.fernet_key,
+        )  # fmt: skip
+        check(verified.ok, "the restored database verifies against the backup's manifest", failures)
+
+
 def main() -> int:
     failures: list[str] = []
     with LocalCloud(
@@ -259,6 +319,7 @@ def main() -> int:
 
         missed_events_scenario(cloud, timeline, request, failures)
         run_dag_scenario(cloud, timeline, failures)
+        metadata_scenario(cloud, failures)
 
     console.rule()
     if failures:
