@@ -11,14 +11,18 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 RUNNER = Path(__file__).resolve().parent / "runner.py"
+SEEDER = Path(__file__).resolve().parent / "seed_metadata.py"
 VENVS_DIR = Path(os.environ.get("MWAA_CONTROL_AIRFLOW_VENVS", ROOT / ".airflow"))
 # The Airflow release installed locally for each major line MWAA offers.
 LOCAL_RELEASES = {2: "2.11.0", 3: "3.0.6"}
+# Older releases MWAA still offers, installed too (metadata backup/restore is tested against them).
+OLDER_RELEASES = ("2.9.2",)
 
 
 class AirflowNotInstalled(RuntimeError):
@@ -26,11 +30,14 @@ class AirflowNotInstalled(RuntimeError):
 
 
 def venv_for(major: int) -> Path:
-    venv = VENVS_DIR / LOCAL_RELEASES[major]
+    return venv_for_release(LOCAL_RELEASES[major])
+
+
+def venv_for_release(release: str) -> Path:
+    """The virtualenv of one exact Airflow release, e.g. "2.9.2" (see AIRFLOW_RELEASES in the Makefile)."""
+    venv = VENVS_DIR / release
     if not (venv / "bin" / "airflow").exists():
-        raise AirflowNotInstalled(
-            f"Airflow {LOCAL_RELEASES[major]} is not installed in {venv}; run `make airflow-venvs`"
-        )
+        raise AirflowNotInstalled(f"Airflow {release} is not installed in {venv}; run `make airflow-venvs`")
     return venv
 
 
@@ -42,10 +49,23 @@ class Completed:
 
 
 class AirflowBackend:
-    def __init__(self, home: Path, major: int) -> None:
+    """`major` picks the local release of that line (LOCAL_RELEASES); `release` an exact one.
+    `db_url` is a SQLAlchemy URL for the metadata database instead of SQLite under `home`."""
+
+    def __init__(
+        self, home: Path, major: int | None = None, *, release: str | None = None, db_url: str | None = None
+    ) -> None:
+        if release is None:
+            if major is None:
+                raise ValueError("AirflowBackend needs an Airflow major version or an exact release")
+            release = LOCAL_RELEASES[major]
+        if major is not None and int(release.split(".")[0]) != major:
+            raise ValueError(f"Airflow {release} is not of the {major}.x line")
         self.home = home
-        self.major = major
-        self.venv = venv_for(major)
+        self.release = release
+        self.major = int(release.split(".")[0])
+        self.venv = venv_for_release(release)
+        self.db_url = db_url
         self.dags_folder = home / "dags"
         self.fernet_key = Fernet.generate_key().decode()
         self._ready = False
@@ -59,7 +79,7 @@ class AirflowBackend:
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__FERNET_KEY": self.fernet_key,
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url or f"sqlite:///{self.home / 'airflow.db'}",
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
                 # REST API callers are authorised by MWAA (IAM); inside, they act as Admin.
@@ -117,3 +137,18 @@ class AirflowBackend:
             return self.cli(["dag-processor", "--num-runs", "1"])
         # Airflow 2's standalone dag-processor needs extra set-up; one scheduler loop runs it.
         return self.cli(["scheduler", "--num-runs", "1"])
+
+    def seed_metadata(self, timeout: float = 600) -> dict[str, Any]:
+        """Fills the metadata database with real DAG runs and hostile data (seed_metadata.py, run in
+        this release's virtualenv) and returns what it seeded: secret markers, DAGs, row counts."""
+        self.ensure_ready()
+        self.dags_folder.mkdir(parents=True, exist_ok=True)
+        done = self._run([str(self.venv / "bin" / "python"), str(SEEDER)], timeout=timeout)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0 or not lines:
+            raise RuntimeError(
+                f"seeding Airflow {self.release} failed ({done.returncode}):\n"
+                f"{done.stderr[-4000:]}\n{done.stdout[-1000:]}"
+            )
+        seeded: dict[str, Any] = json.loads(lines[-1])
+        return seeded
