@@ -756,16 +756,32 @@ class Seeder:
                 ),
             )
         )
-        session.add(
-            Job(
-                job_type="SchedulerJob",
-                state="success",
-                executor_class="LocalExecutor",
-                start_date=at(2024, 4, 1, 0),
-                end_date=at(2024, 4, 1, 12),
-                latest_heartbeat=at(2024, 4, 1, 12),
-            )
+        scheduler = Job(
+            job_type="SchedulerJob",
+            state="success",
+            executor_class="LocalExecutor",
+            start_date=at(2024, 4, 1, 0),
+            end_date=at(2024, 4, 1, 12),
+            latest_heartbeat=at(2024, 4, 1, 12),
         )
+        triggerer = Job(job_type="TriggererJob", state="running", start_date=at(2024, 4, 1, 0))
+        session.add_all([scheduler, triggerer])
+        session.flush()
+        # The references Airflow leaves unconstrained (no foreign key): runs created by a scheduler
+        # job, task instances run by a task job and queued by the scheduler, a trigger held by a
+        # triggerer. A restore that regenerates job ids must rewrite all of them.
+        from airflow.models import TaskInstance, Trigger
+
+        for run in session.query(DagRun).filter(DagRun.dag_id == "seed_monthly"):
+            run.creating_job_id = scheduler.id
+        for ti in session.query(TaskInstance).filter(TaskInstance.dag_id == "seed_monthly"):
+            task_job = Job(job_type="LocalTaskJob", dag_id=ti.dag_id, state="success", start_date=ti.start_date)
+            session.add(task_job)
+            session.flush()
+            ti.job_id = task_job.id
+            ti.queued_by_job_id = scheduler.id
+        for trigger in session.query(Trigger):
+            trigger.triggerer_id = triggerer.id
         session.commit()
 
     def seed_users(self) -> None:

@@ -208,9 +208,14 @@ def test_references_point_at_the_same_parents(trip: RoundTrip) -> None:
     assert deferred and all(ti["trigger_id"] in triggers for ti in deferred)
     jobs = {j["id"]: j for j in rows["job"]}
     with_job = [ti for ti in rows["task_instance"] if ti["job_id"] is not None]
-    assert with_job
+    assert with_job, "the seed makes task instances reference their task jobs"
     for ti in with_job:
-        assert ti["job_id"] in jobs and jobs[ti["job_id"]]["dag_id"] in (ti["dag_id"], None)
+        assert (jobs[ti["job_id"]]["job_type"], jobs[ti["job_id"]]["dag_id"]) == ("LocalTaskJob", ti["dag_id"])
+        assert jobs[ti["queued_by_job_id"]]["job_type"] == "SchedulerJob"
+    created = [r for r in rows["dag_run"] if r["creating_job_id"] is not None]
+    assert created and all(jobs[r["creating_job_id"]]["job_type"] == "SchedulerJob" for r in created)
+    held = [t for t in rows["trigger"] if t["triggerer_id"] is not None]
+    assert held and all(jobs[t["triggerer_id"]]["job_type"] == "TriggererJob" for t in held)
     templates = {t["id"] for t in rows["log_template"]}
     assert all(r["log_template_id"] in templates for r in rows["dag_run"] if r["log_template_id"] is not None)
 

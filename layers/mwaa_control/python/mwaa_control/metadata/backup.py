@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from cryptography.fernet import MultiFernet
 
@@ -273,17 +275,18 @@ def _sealed(
 ) -> Iterator[pa.RecordBatch]:
     for original in batches:
         batch = original
-        identity = _row_names(batch, table)
         for sealed in table.sealed:
-            values = batch.column(sealed.column).to_pylist()
-            flags = batch.column(sealed.flag).to_pylist() if sealed.flag else [None] * len(values)
-            selected = _selected(batch, sealed)
+            column = batch.column(sealed.column)
+            mask = pc.and_(pc.is_valid(column), _selected(batch, sealed))
+            if not pc.any(mask).as_py():
+                continue
+            chosen = batch.filter(mask)
+            values = chosen.column(sealed.column).to_pylist()
+            flags = chosen.column(sealed.flag).to_pylist() if sealed.flag else [None] * len(values)
+            names = _row_names(chosen, table)
             where = f"{table.name}.{sealed.column}"
-            out: list[str | None] = []
-            for value, flag, name, chosen in zip(values, flags, identity, selected, strict=True):
-                if value is None or not chosen:
-                    out.append(value)
-                    continue
+            out: list[str] = []
+            for value, flag, name in zip(values, flags, names, strict=True):
                 if sealed.flag is None:
                     plain = try_fernet_decrypt(fernet, value) if sealed.detect_fernet else None
                     encrypted = plain is not None
@@ -293,17 +296,19 @@ def _sealed(
                 else:
                     plain, encrypted = value, False
                 out.append(sealer.seal(plain, fernet=encrypted, where=where))
-                counter[0] += 1
+            counter[0] += len(out)
             index = batch.schema.get_field_index(sealed.column)
-            batch = batch.set_column(index, batch.schema.field(index), pa.array(out, pa.string()))
+            replaced = pc.replace_with_mask(column, mask, pa.array(out, pa.string()))
+            batch = batch.set_column(index, batch.schema.field(index), replaced)
         yield batch
 
 
-def _selected(batch: pa.RecordBatch, sealed: SealedColumn) -> list[bool]:
+def _selected(batch: pa.RecordBatch, sealed: SealedColumn) -> pa.Array:
     if sealed.only_when is None:
-        return [True] * batch.num_rows
+        return pa.repeat(pa.scalar(True), batch.num_rows)
     column, needles = sealed.only_when
-    return [v is not None and any(n in v.lower() for n in needles) for v in batch.column(column).to_pylist()]
+    pattern = "|".join(re.escape(n) for n in needles)
+    return pc.fill_null(pc.match_substring_regex(batch.column(column), pattern, ignore_case=True), False)
 
 
 def _row_names(batch: pa.RecordBatch, table: Table) -> list[str]:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -30,7 +32,7 @@ from mwaa_control.metadata.errors import MetadataError
 from mwaa_control.metadata.schema import Kind, Schema, Table, reflect
 
 BATCH_ROWS = 65_536
-CSV_BLOCK = 8 << 20
+CSV_BLOCK = 1 << 20  # Arrow reads ahead several blocks: larger blocks cost memory, not speed
 
 
 def quote(name: str) -> str:
@@ -46,7 +48,7 @@ class Writer(Protocol):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
     def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
-    def insert(self, table: Table, columns: list[str], batch: pa.RecordBatch) -> None: ...
+    def insert(self, table: Table, columns: list[str], batches: Iterator[pa.RecordBatch]) -> None: ...
     def lock(self, tables: list[str]) -> None: ...
     def timestamp(self, value: datetime) -> Any: ...
     def advance_sequence(self, table: str, column: str) -> None: ...
@@ -131,13 +133,14 @@ class SqliteWriter(SqliteReader):
     def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         self._db.executemany(sql, rows)
 
-    def insert(self, table: Table, columns: list[str], batch: pa.RecordBatch) -> None:
+    def insert(self, table: Table, columns: list[str], batches: Iterator[pa.RecordBatch]) -> None:
         kinds = [table.column(c).kind for c in columns]
-        data = [to_sqlite(kind, batch.column(c).to_pylist()) for kind, c in zip(kinds, columns, strict=True)]
         marks = ", ".join("?" for _ in columns)
         names = ", ".join(quote(c) for c in columns)
         statement = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"  # noqa: S608
-        self._db.executemany(statement, list(zip(*data, strict=True)))
+        for batch in batches:
+            data = [to_sqlite(kind, batch.column(c).to_pylist()) for kind, c in zip(kinds, columns, strict=True)]
+            self._db.executemany(statement, list(zip(*data, strict=True)))
 
     def lock(self, tables: list[str]) -> None:
         """BEGIN IMMEDIATE already holds the database's write lock."""
@@ -172,19 +175,19 @@ class SqliteDatabase:
             schema = reflect(connection)
         # SQLite stores what it is given: Airflow writes float seconds into columns it declares
         # INTEGER (task_reschedule.duration). Read such columns as floats, or the fraction is lost.
-        connection = self._connect()
+        raw = self._connect()
         try:
             for table in schema.tables.values():
                 for index, column in enumerate(table.columns):
                     if column.kind is not Kind.INTEGER:
                         continue
-                    stored = connection.execute(
+                    stored = raw.execute(
                         f"SELECT 1 FROM {quote(table.name)} WHERE typeof({quote(column.name)}) = 'real' LIMIT 1"  # noqa: S608
                     ).fetchone()
                     if stored:
                         table.columns[index] = replace(column, kind=Kind.FLOAT)
         finally:
-            connection.close()
+            raw.close()
         return schema
 
     @contextlib.contextmanager
@@ -236,6 +239,48 @@ def _binary_to_hex(column: pa.Array) -> pa.Array:
     return pa.array([None if v is None else "\\x" + v.hex() for v in column.to_pylist()], type=pa.string())
 
 
+def _csv_chunks(table: Table, columns: list[str], batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        arrays = []
+        for name in columns:
+            array = batch.column(name)
+            kind = table.column(name).kind
+            if kind is Kind.BINARY:
+                array = _binary_to_hex(array)
+            elif kind is Kind.TIMESTAMP:
+                # Arrow formats zoned timestamps slowly; the session's time zone is UTC, so a naive
+                # UTC timestamp means the same to PostgreSQL.
+                array = array.cast(pa.timestamp("us"))
+            arrays.append(array)
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(pa.table(arrays, names=columns), sink, pacsv.WriteOptions(include_header=False))
+        yield sink.getvalue().to_pybytes()
+
+
+class _ChunkStream(io.RawIOBase):
+    """A readable file over an iterator of byte chunks (psycopg2's copy_expert reads files)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
 class PostgresSession:
     def __init__(self, raw: Any) -> None:
         self._raw = raw
@@ -280,14 +325,16 @@ class PostgresSession:
             finally:
                 cursor.close()
 
-    def _copy_in(self, sql: str, data: bytes) -> None:
+    def _copy_in(self, sql: str, chunks: Iterator[bytes]) -> None:
+        """One COPY per table, fed chunk by chunk: the server loads while the next chunk is made."""
         if self._psycopg3:
             with self._driver.cursor() as cursor, cursor.copy(sql) as copy:
-                copy.write(data)
+                for chunk in chunks:
+                    copy.write(chunk)
         else:
             cursor = self._driver.cursor()
             try:
-                cursor.copy_expert(sql, io.BytesIO(data), size=1 << 20)
+                cursor.copy_expert(sql, _ChunkStream(chunks), size=1 << 20)
             finally:
                 cursor.close()
 
@@ -303,13 +350,36 @@ class PostgresSession:
         csv_types = {
             c.name: (pa.string() if c.kind is Kind.BINARY else schema.field(c.name).type) for c in table.columns
         }
-        with tempfile.TemporaryFile(prefix="mwaa-control-copy-") as spool:
-            self._copy_out(f"COPY ({select}) TO STDOUT WITH (FORMAT csv)", spool)
-            if spool.tell() == 0:
-                return
-            spool.seek(0)
+        # COPY runs in a thread writing into a pipe while Arrow's C++ reader parses the other end, so
+        # reading from the server and parsing overlap and nothing is spooled to disk.
+        read_end, write_end = os.pipe()
+        failure: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                with os.fdopen(write_end, "wb", buffering=1 << 20) as sink:
+                    self._copy_out(f"COPY ({select}) TO STDOUT WITH (FORMAT csv)", sink)
+            except BaseException as error:  # re-raised in the reading thread
+                failure.append(error)
+
+        producer = threading.Thread(target=produce, name=f"copy-{table.name}", daemon=True)
+        producer.start()
+        with os.fdopen(read_end, "rb", buffering=1 << 20) as source:
+            try:
+                yield from self._parse(source, table, schema, csv_types)
+            finally:
+                source.close()
+                producer.join()
+        if failure:
+            raise failure[0]
+
+    @staticmethod
+    def _parse(
+        source: Any, table: Table, schema: pa.Schema, csv_types: dict[str, pa.DataType]
+    ) -> Iterator[pa.RecordBatch]:
+        try:
             reader = pacsv.open_csv(
-                spool,
+                source,
                 read_options=pacsv.ReadOptions(column_names=table.column_names, block_size=CSV_BLOCK),
                 parse_options=pacsv.ParseOptions(newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
@@ -321,16 +391,20 @@ class PostgresSession:
                     quoted_strings_can_be_null=False,
                 ),
             )
-            binary = [c.name for c in table.columns if c.kind is Kind.BINARY]
-            for block in reader:
-                batch = block
-                if binary:
-                    arrays = [
-                        _hex_to_binary(batch.column(name)) if name in binary else batch.column(name)
-                        for name in table.column_names
-                    ]
-                    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
-                yield batch.cast(schema) if batch.schema != schema else batch
+        except pa.ArrowInvalid as error:
+            if "Empty CSV file" in str(error):
+                return
+            raise
+        binary = [c.name for c in table.columns if c.kind is Kind.BINARY]
+        for block in reader:
+            batch = block
+            if binary:
+                arrays = [
+                    _hex_to_binary(batch.column(name)) if name in binary else batch.column(name)
+                    for name in table.column_names
+                ]
+                batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+            yield batch.cast(schema) if batch.schema != schema else batch
 
     def _bind(self, sql: str, params: Sequence[Any]) -> str:
         """COPY takes no parameters: inline them as literals quoted by the driver."""
@@ -352,20 +426,10 @@ class PostgresSession:
         finally:
             cursor.close()
 
-    def insert(self, table: Table, columns: list[str], batch: pa.RecordBatch) -> None:
-        if batch.num_rows == 0:
-            return
-        arrays = []
-        for name in columns:
-            array = batch.column(name)
-            if table.column(name).kind is Kind.BINARY:
-                array = _binary_to_hex(array)
-            arrays.append(array)
-        frame = pa.table(arrays, names=columns)
-        sink = pa.BufferOutputStream()
-        pacsv.write_csv(frame, sink, pacsv.WriteOptions(include_header=False, batch_size=BATCH_ROWS))
+    def insert(self, table: Table, columns: list[str], batches: Iterator[pa.RecordBatch]) -> None:
         names = ", ".join(quote(c) for c in columns)
-        self._copy_in(f"COPY {quote(table.name)} ({names}) FROM STDIN WITH (FORMAT csv)", sink.getvalue().to_pybytes())
+        statement = f"COPY {quote(table.name)} ({names}) FROM STDIN WITH (FORMAT csv)"
+        self._copy_in(statement, _csv_chunks(table, columns, batches))
 
     def timestamp(self, value: datetime) -> Any:
         return value.astimezone(UTC)

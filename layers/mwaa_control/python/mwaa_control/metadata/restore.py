@@ -45,6 +45,8 @@ from mwaa_control.metadata.store import BackupStore, scratch_dir
 
 log = logging.getLogger(__name__)
 
+BATCH_ROWS = 16_384  # rows per Arrow batch: bounds memory; COPY streams them into one statement
+
 LEDGER_EVENT = "mwaa-control:restore"
 RESTORED_ROLES = {Role.HISTORY, Role.CONFIGURATION}
 
@@ -249,44 +251,41 @@ class RestoreEngine:
                 writer.query(f"SELECT COALESCE(MAX({quote(surrogate)}), 0) FROM {quote(table.name)}")[0][0]  # noqa: S608
             )
             result.id_offset = id_map.offset
-            known: list[pa.Array] = []
-        parquet = pq.ParquetFile(path)
         updates: list[tuple[object, ...]] = []
         update_columns = self._update_columns(table)
-        for stored in parquet.iter_batches(batch_size=65_536):
-            batch, detached = self._remap(stored, table, schema, maps)
-            result.detached_references += detached
-            if surrogate and table.name in referenced:
-                known.append(batch.column(surrogate))
-            if table.sealed and sealer is not None and fernet is not None:
-                batch = self._reencrypt(batch, table, sealer, fernet, reencrypted)
-            conflict = self._conflicts(batch, table, existing)
-            if surrogate:
-                old_ids = batch.column(surrogate)
-                for old, target_id in zip(
-                    pc.filter(old_ids, conflict).to_pylist(),
-                    pc.filter(existing_ids(batch, table, existing), conflict).to_pylist(),
-                    strict=True,
-                ):
-                    id_map.reused[int(old)] = int(target_id)
-            fresh = batch.filter(pc.invert(conflict))
-            if surrogate:
-                index = fresh.schema.get_field_index(surrogate)
-                fresh = fresh.set_column(
-                    index, fresh.schema.field(index), offset_ids(fresh.column(surrogate), id_map.offset, {})
-                )
-            writer.insert(table, table.column_names, fresh)
-            result.inserted += fresh.num_rows
-            matched = batch.filter(conflict)
-            result.matched += matched.num_rows
-            if update_columns and matched.num_rows:
-                updates += self._update_rows(matched, table, update_columns)
-        if updates:
-            keys = self._match_key(table)
-            sets = ", ".join(f"{quote(c)} = ?" for c in update_columns)
-            where = " AND ".join(f"{quote(c)} = ?" for c in keys)
-            writer.executemany(f"UPDATE {quote(table.name)} SET {sets} WHERE {where}", updates)  # noqa: S608
-            result.updated = len(updates)
+        known: list[pa.Array] = []
+
+        def fresh_batches() -> Iterator[pa.RecordBatch]:
+            """The rows to insert, batch by batch, streamed into one COPY (or executemany)."""
+            for stored in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+                batch, detached = self._remap(stored, table, schema, maps)
+                result.detached_references += detached
+                if surrogate and table.name in referenced:
+                    known.append(batch.column(surrogate))
+                if table.sealed and sealer is not None and fernet is not None:
+                    batch = self._reencrypt(batch, table, sealer, fernet, reencrypted)
+                conflict = self._conflicts(batch, table, existing)
+                fresh = batch
+                if existing:
+                    if surrogate:
+                        targets = pc.filter(existing_ids(batch, table, existing), conflict).to_pylist()
+                        old_ids = pc.filter(batch.column(surrogate), conflict).to_pylist()
+                        for old, target_id in zip(old_ids, targets, strict=True):
+                            id_map.reused[int(old)] = int(target_id)
+                    fresh = batch.filter(pc.invert(conflict))
+                    matched = batch.filter(conflict)
+                    result.matched += matched.num_rows
+                    if update_columns and matched.num_rows:
+                        updates.extend(self._update_rows(matched, table, update_columns))
+                if surrogate:
+                    index = fresh.schema.get_field_index(surrogate)
+                    shifted = offset_ids(fresh.column(surrogate), id_map.offset, {})
+                    fresh = fresh.set_column(index, fresh.schema.field(index), shifted)
+                result.inserted += fresh.num_rows
+                yield fresh
+
+        writer.insert(table, table.column_names, fresh_batches())
+        result.updated = self._apply_updates(writer, table, update_columns, updates)
         if surrogate:
             writer.advance_sequence(table.name, surrogate)
             if table.name in referenced:
@@ -296,6 +295,17 @@ class RestoreEngine:
             maps[table.name] = id_map
             result.reused_ids = dict(id_map.reused)
         return result
+
+    def _apply_updates(
+        self, writer: Writer, table: Table, columns: list[str], updates: list[tuple[object, ...]]
+    ) -> int:
+        """Configuration rows that already existed take the backup's values."""
+        if not updates:
+            return 0
+        sets = ", ".join(f"{quote(c)} = ?" for c in columns)
+        where = " AND ".join(f"{quote(c)} = ?" for c in self._match_key(table))
+        writer.executemany(f"UPDATE {quote(table.name)} SET {sets} WHERE {where}", updates)  # noqa: S608
+        return len(updates)
 
     @staticmethod
     def _update_columns(table: Table) -> list[str]:
@@ -324,17 +334,19 @@ class RestoreEngine:
             columns = list(key) + ([table.surrogate_id] if table.surrogate_id else [])
             names = ", ".join(quote(c) for c in columns)
             rows = writer.query(f"SELECT {names} FROM {quote(table.name)}")  # noqa: S608
+            if not rows:
+                continue
             arrays = {}
             for i, column in enumerate(columns):
                 values = [r[i] for r in rows]
                 kind = table.column(column).kind
                 arrays[column if column != table.surrogate_id else "__target_id"] = _typed(values, kind)
-            found.append((key, pa.table(arrays) if rows else pa.table({k: v for k, v in arrays.items()})))
+            found.append((key, pa.table(arrays)))
         return found
 
     @staticmethod
     def _conflicts(batch: pa.RecordBatch, table: Table, existing: list[tuple[tuple[str, ...], pa.Table]]) -> pa.Array:
-        mask = pa.array([False] * batch.num_rows, pa.bool_())
+        mask = pa.repeat(pa.scalar(False), batch.num_rows)
         for key, rows in existing:
             if rows.num_rows == 0:
                 continue
@@ -385,16 +397,19 @@ class RestoreEngine:
     ) -> pa.RecordBatch:
         for sealed in table.sealed:
             where = f"{table.name}.{sealed.column}"
-            out: list[str | None] = []
-            for value in batch.column(sealed.column).to_pylist():
-                if value is None or (sealed.only_when is not None and not value.startswith(SEALED_PREFIX)):
-                    out.append(value)
-                    continue
+            column = batch.column(sealed.column)
+            # Only sealed values are touched (the audit log seals a few events' extras, not all).
+            mask = pc.fill_null(pc.starts_with(column, SEALED_PREFIX), False)
+            if not pc.any(mask).as_py():
+                continue
+            out: list[str] = []
+            for value in pc.filter(column, mask).to_pylist():
                 plain, was_encrypted = sealer.unseal(value, where=where)
                 out.append(fernet.encrypt(plain.encode()).decode() if was_encrypted else plain)
-                counter[0] += 1
+            counter[0] += len(out)
             index = batch.schema.get_field_index(sealed.column)
-            batch = batch.set_column(index, batch.schema.field(index), pa.array(out, pa.string()))
+            replaced = pc.replace_with_mask(column, mask, pa.array(out, pa.string()))
+            batch = batch.set_column(index, batch.schema.field(index), replaced)
         return batch
 
 
