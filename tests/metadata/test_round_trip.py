@@ -5,6 +5,7 @@ pools, paused and active DAGs, notes by web users) and restored under a differen
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from mwaa_control.metadata.schema import Schema
 from mwaa_control.metadata.sealing import KmsKeyService
 from mwaa_control.metadata.store import LocalStore
 from mwaa_control.metadata.verify import VerifyReport, verify_backup, verify_restore
+from tests.analytics.athena import athena, query_file, run_query
 from tests.metadata.compare import decrypt, expected_target, multiset, read_table, without_ledger
 
 RELEASES = ["2.11.0", "2.9.2"]
@@ -250,3 +252,31 @@ def test_second_restore_changes_nothing(trip: RoundTrip) -> None:
 
 def test_restored_database_verifies_against_the_manifest(trip: RoundTrip) -> None:
     assert trip.verified.ok, (trip.verified.problems, [t for t in trip.verified.tables if not t.ok])
+
+
+def test_monthly_dag_performance_query_over_the_backup(trip: RoundTrip) -> None:
+    """The persist-and-analyse article's query, as deployed to Athena, on this backup of real runs
+    (DuckDB standing in for Athena), against the seed's own per-month statistics."""
+    connection = athena(Path(trip.store.url))
+    rows = run_query(connection, query_file("monthly_dag_performance.sql"), "etl-prod", trip.manifest.backup_id)
+    got = {(r["dag_id"], r["run_month"].strftime("%Y-%m")): r for r in rows}
+    compared = 0
+    for dag_id, months in trip.seeded["monthly_stats"].items():
+        for month, stats in months.items():
+            if stats["success"] + stats["failed"] != stats["runs"] or stats["min_duration_s"] is None:
+                continue  # the query counts finished runs only
+            row = got[(dag_id, month)]
+            assert (row["num_executions"], row["num_success"], row["num_failed"]) == (
+                stats["runs"],
+                stats["success"],
+                stats["failed"],
+            )
+            assert row["min_duration"] == pytest.approx(stats["min_duration_s"], abs=1e-3)
+            assert row["max_duration"] == pytest.approx(stats["max_duration_s"], abs=1e-3)
+            assert row["avg_duration"] == pytest.approx(stats["avg_duration_s"], abs=1e-3)
+            compared += 1
+    assert compared >= 3
+    monthly = sorted((k, v) for k, v in got.items() if k[0] == "seed_monthly")
+    for (_, previous), (_, current) in itertools.pairwise(monthly):
+        assert current["prev_month_avg_duration"] == pytest.approx(previous["avg_duration"])
+        assert current["var_duration"] == pytest.approx(current["avg_duration"] - previous["avg_duration"])
