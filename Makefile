@@ -16,12 +16,13 @@ setup:
 airflow-venvs: setup $(foreach r,$(AIRFLOW_RELEASES),.airflow/$(r)/bin/airflow)
 
 # Each also gets the PostgreSQL drivers (psycopg2, and asyncpg, which Airflow 3 opens too) for the
-# metadata databases of the backup/restore tests, and pyarrow for the DAG-based export on workers.
+# metadata databases of the backup/restore tests, and what the export/import DAGs need on MWAA
+# workers (pyarrow, pydantic, boto3: requirements.txt on MWAA).
 # A change to this Makefile re-runs the install: a no-op when nothing is missing, so venvs made
 # before a package was added here get it.
 .airflow/%/bin/airflow: Makefile
 	$(UV) venv -q --allow-existing --python $(PYTHON) .airflow/$*
-	VIRTUAL_ENV=$(CURDIR)/.airflow/$* $(UV) pip install -q "apache-airflow==$*" psycopg2-binary asyncpg pyarrow
+	VIRTUAL_ENV=$(CURDIR)/.airflow/$* $(UV) pip install -q "apache-airflow==$*" psycopg2-binary asyncpg pyarrow "pydantic>=2.6" boto3
 	touch $@
 
 demo: setup airflow-venvs

@@ -57,12 +57,16 @@ def export_metadata(**context: Any) -> dict[str, Any]:
     conf = context["dag_run"].conf or {}
     environment, location, kms_key_id = _settings(conf)
     drain = conf.get("drain")
+    if drain is True:
+        drain = {}
+    elif drain not in (None, False) and not isinstance(drain, dict):
+        raise ValueError("conf drain is true, false or an object {timeout, poll, on_timeout, leave_paused}")
     request = BackupRequest(
         environment=environment,
         keys=_keys(kms_key_id),
         source_fernet_key=airflow_conf.get("core", "fernet_key", fallback=None),
         airflow_version=airflow.__version__,
-        drain=Drain(**drain) if isinstance(drain, dict) else None,
+        drain=Drain(**drain) if isinstance(drain, dict) else None,  # unknown keys fail here, before any work
     )
     manifest = BackupEngine(_database(), open_store(location, kms_key_id=kms_key_id)).backup(request)
     return {
@@ -79,12 +83,14 @@ def import_metadata(**context: Any) -> dict[str, Any]:
 
     from mwaa_control.metadata.restore import RestoreEngine, RestoreRequest
     from mwaa_control.metadata.store import open_store
-    from mwaa_control.metadata.verify import latest_backup
 
     conf = context["dag_run"].conf or {}
     environment, location, kms_key_id = _settings(conf)
     store = open_store(location, kms_key_id=kms_key_id)
-    backup_id = conf.get("backup_id") or latest_backup(store, environment)
+    # Never "the latest": after a failed resume, the latest backup may be of the empty replacement.
+    backup_id = conf.get("backup_id")
+    if not backup_id:
+        raise ValueError("the run conf needs backup_id (the workflow passes the one its export made)")
     report = RestoreEngine(_database(), store).restore(
         RestoreRequest(
             environment=environment,

@@ -9,6 +9,7 @@ plane itself (`mwaa_control_*`) are neither paused nor exported.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import time
@@ -24,10 +25,11 @@ from cryptography.fernet import MultiFernet
 
 from mwaa_control.metadata import catalog
 from mwaa_control.metadata.catalog import Role, SealedColumn
-from mwaa_control.metadata.database import Database, Reader, quote
+from mwaa_control.metadata.database import CSV_BLOCK, MAX_CSV_BLOCK, Database, Reader, RowTooLarge, quote
 from mwaa_control.metadata.errors import DrainTimeout, MetadataError
 from mwaa_control.metadata.manifest import (
     MANIFEST,
+    PAUSE_STATES,
     ColumnEntry,
     EnvelopeEntry,
     FileEntry,
@@ -38,7 +40,7 @@ from mwaa_control.metadata.manifest import (
     new_backup_id,
 )
 from mwaa_control.metadata.schema import Schema, Table
-from mwaa_control.metadata.sealing import KeyService, Sealer, fernet_decrypt, fernet_from, try_fernet_decrypt
+from mwaa_control.metadata.sealing import KeyService, Sealer, fernet_decrypt, fernet_from
 from mwaa_control.metadata.store import BackupStore, scratch_dir
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,12 @@ class Drain:
     """"abort": restore the pause states and fail; "proceed": back up and record what was in flight."""
     leave_paused: bool = False
     """True before a pause (the environment is deleted next); False puts pause states back."""
+
+    def __post_init__(self) -> None:
+        if self.on_timeout not in ("abort", "proceed"):
+            raise MetadataError(f"drain on_timeout is 'abort' or 'proceed', not {self.on_timeout!r}")
+        if self.timeout < 0 or self.poll < 0:
+            raise MetadataError("drain timeout and poll are seconds, not negative")
 
 
 @dataclass
@@ -111,27 +119,64 @@ class BackupEngine:
     def backup(self, request: BackupRequest) -> Manifest:
         backup_id = request.backup_id or new_backup_id(request.clock())
         prefix = backup_prefix(request.environment, backup_id)
-        if self.store.exists(f"{prefix}/{MANIFEST}"):
-            raise MetadataError(f"backup {prefix} already exists; backups are never overwritten")
+        if self.store.occupied(prefix):
+            raise MetadataError(f"{prefix} already holds files; backups are never overwritten")
         schema = self.database.reflect()
         if "dag_run" not in schema.tables or "dag" not in schema.tables:
             raise MetadataError("this database has no Airflow metadata tables (dag, dag_run)")
-        original = self._drain(request) if request.drain else None
+        # Everything that can be wrong with the input is found before anything is paused.
+        keys = self._check_keys(request, schema, backup_id)
+        original: dict[str, bool] | None = None
         try:
-            manifest = self._export(request, schema, backup_id, prefix, original)
+            if request.drain:
+                with self.database.snapshot() as reader:
+                    original = _pause_states(reader)
+                # Written before anything is paused: if this process dies, the states are not lost.
+                self.store.put_bytes(
+                    f"{prefix}/{PAUSE_STATES}", json.dumps(original, indent=1, sort_keys=True).encode()
+                )
+                self._drain(request)
+            manifest = self._export(request, schema, backup_id, prefix, original, keys)
         except BaseException:
             self.store.delete_prefix(prefix)
-            if original is not None and request.drain and not request.drain.leave_paused:
+            if original is not None:
+                # A failed backup never leaves DAGs paused, whatever leave_paused says.
                 self._restore_pause_states(original)
             raise
         if original is not None and request.drain and not request.drain.leave_paused:
             self._restore_pause_states(original)
         return manifest
 
-    def _drain(self, request: BackupRequest) -> dict[str, bool]:
-        assert request.drain is not None
+    def _check_keys(
+        self, request: BackupRequest, schema: Schema, backup_id: str
+    ) -> tuple[Sealer | None, EnvelopeEntry | None, MultiFernet | None]:
+        fernet = fernet_from(request.source_fernet_key)
         with self.database.snapshot() as reader:
-            original = _pause_states(reader)
+            needs_sealing = [
+                t.name
+                for t in schema.tables.values()
+                if t.sealed
+                and t.role is not Role.EXCLUDED
+                and reader.query(f"SELECT COUNT(*) FROM {quote(t.name)}")[0][0]  # noqa: S608
+            ]
+            if "variable" in needs_sealing and schema.tables["variable"].has("is_encrypted"):
+                sample = reader.query("SELECT key, val FROM variable WHERE is_encrypted = ? LIMIT 1", (True,))
+                for key, value in sample:
+                    fernet_decrypt(fernet, value, where=f"variable.val of {key}")
+        if needs_sealing and request.keys is None:
+            raise MetadataError(
+                f"{', '.join(needs_sealing)} hold secrets; give a KMS key to seal them "
+                "(they are never stored in plaintext)"
+            )
+        if request.keys is None:
+            return None, None, fernet
+        context = {"mwaa-control:environment": request.environment, "mwaa-control:backup": backup_id}
+        sealer, wrapped = Sealer.create(request.keys, context)
+        envelope = EnvelopeEntry(key_id=wrapped.key_id, encrypted_key=wrapped.encrypted_key, context=context)
+        return sealer, envelope, fernet
+
+    def _drain(self, request: BackupRequest) -> None:
+        assert request.drain is not None
         self.database.run(
             "UPDATE dag SET is_paused = ? WHERE dag_id NOT LIKE ? ESCAPE '\\'",
             (True, OWN_DAGS),
@@ -141,12 +186,11 @@ class BackupEngine:
             with self.database.snapshot() as reader:
                 busy = [t for t in _in_flight(reader) if t.state in BUSY]
             if not busy:
-                return original
+                return
             if time.monotonic() >= deadline:
                 if request.drain.on_timeout == "proceed":
                     log.warning("drain timed out with %d task instances running or queued; proceeding", len(busy))
-                    return original
-                self._restore_pause_states(original)
+                    return
                 raise DrainTimeout(
                     f"{len(busy)} task instances still running or queued after {request.drain.timeout:.0f}s "
                     f"(first: {busy[0].dag_id}/{busy[0].run_id}/{busy[0].task_id}); pause states were put back"
@@ -168,14 +212,9 @@ class BackupEngine:
         backup_id: str,
         prefix: str,
         original_pause: dict[str, bool] | None,
+        keys: tuple[Sealer | None, EnvelopeEntry | None, MultiFernet | None],
     ) -> Manifest:
-        context = {"mwaa-control:environment": request.environment, "mwaa-control:backup": backup_id}
-        sealer: Sealer | None = None
-        envelope: EnvelopeEntry | None = None
-        if request.keys is not None:
-            sealer, wrapped = Sealer.create(request.keys, context)
-            envelope = EnvelopeEntry(key_id=wrapped.key_id, encrypted_key=wrapped.encrypted_key, context=context)
-        fernet = fernet_from(request.source_fernet_key)
+        sealer, envelope, fernet = keys
         tables: dict[str, TableEntry] = {}
         excluded: dict[str, str] = {}
         sealed_count = 0
@@ -188,23 +227,27 @@ class BackupEngine:
                 if table.role is Role.EXCLUDED:
                     excluded[table.name] = table.why
                     continue
-                sealing = None
-                if table.sealed:
-                    sealing = sealer
-                    count = reader.query(f"SELECT COUNT(*) FROM {quote(table.name)}")[0][0]  # noqa: S608
-                    if count and sealer is None:
-                        raise MetadataError(
-                            f"{table.name} holds secrets; give a KMS key to seal them "
-                            "(they are never stored in plaintext)"
-                        )
+                sealing = sealer if table.sealed else None
                 where, params = _own_dag_filter(table, schema)
-                batches = reader.batches(table, where, params)
-                if table.name == "dag" and original_pause is not None:
-                    batches = _with_pause_states(batches, pause_states)
-                counter = [0]
-                if sealing is not None:
-                    batches = _sealed(batches, table, sealing, fernet, counter)
-                entry = write_table(self.store, table, batches, Path(scratch), prefix)
+                block = CSV_BLOCK
+                while True:
+                    batches = reader.batches(table, where, params, block_size=block)
+                    if table.name == "dag" and original_pause is not None:
+                        batches = _with_pause_states(batches, pause_states)
+                    counter = [0]
+                    if sealing is not None:
+                        batches = _sealed(batches, table, sealing, fernet, counter)
+                    try:
+                        entry = write_table(self.store, table, batches, Path(scratch), prefix)
+                        break
+                    except RowTooLarge:
+                        # A value larger than the parser's block (a big serialised DAG or XCom):
+                        # read the table again, inside the same snapshot, with larger blocks.
+                        if block >= MAX_CSV_BLOCK:
+                            raise
+                        block *= 16
+                    finally:
+                        _close(batches)
                 sealed_count += counter[0]
                 tables[table.name] = entry
         manifest = Manifest(
@@ -257,6 +300,13 @@ def write_table(
     )
 
 
+def _close(batches: Iterator[pa.RecordBatch]) -> None:
+    """Stop a table's reader now (its COPY thread), not whenever the garbage collector runs."""
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()
+
+
 def _with_pause_states(batches: Iterator[pa.RecordBatch], states: dict[str, bool]) -> Iterator[pa.RecordBatch]:
     """The pause states from before the drain, not the drain's own."""
     for batch in batches:
@@ -287,10 +337,11 @@ def _sealed(
             where = f"{table.name}.{sealed.column}"
             out: list[str] = []
             for value, flag, name in zip(values, flags, names, strict=True):
-                if sealed.flag is None:
-                    plain = try_fernet_decrypt(fernet, value) if sealed.detect_fernet else None
-                    encrypted = plain is not None
-                    plain = value if plain is None else plain
+                if sealed.flag is None and sealed.detect_fernet and not value.lstrip().startswith("{"):
+                    # Not plain JSON, so Airflow encrypted it (trigger kwargs since 2.9): it must decrypt.
+                    plain, encrypted = fernet_decrypt(fernet, value, where=f"{where} of {name}"), True
+                elif sealed.flag is None:
+                    plain, encrypted = value, False
                 elif flag:
                     plain, encrypted = fernet_decrypt(fernet, value, where=f"{where} of {name}"), True
                 else:

@@ -33,15 +33,22 @@ from mwaa_control.metadata.schema import Kind, Schema, Table, reflect
 
 BATCH_ROWS = 65_536
 CSV_BLOCK = 1 << 20  # Arrow reads ahead several blocks: larger blocks cost memory, not speed
+MAX_CSV_BLOCK = 1 << 30  # a single row may be this large (a CSV row must fit in one block)
 
 
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class RowTooLarge(MetadataError):
+    """A row does not fit in the CSV parser's block; the table is read again with larger blocks."""
+
+
 class Reader(Protocol):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
-    def batches(self, table: Table, where: str = "", params: Sequence[Any] = ()) -> Iterator[pa.RecordBatch]: ...
+    def batches(
+        self, table: Table, where: str = "", params: Sequence[Any] = (), block_size: int = CSV_BLOCK
+    ) -> Iterator[pa.RecordBatch]: ...
 
 
 class Writer(Protocol):
@@ -52,6 +59,7 @@ class Writer(Protocol):
     def lock(self, tables: list[str]) -> None: ...
     def timestamp(self, value: datetime) -> Any: ...
     def advance_sequence(self, table: str, column: str) -> None: ...
+    def highest_id(self, table: str, column: str) -> int: ...
 
 
 class Database(Protocol):
@@ -114,7 +122,9 @@ class SqliteReader:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._db.execute(sql, tuple(params)).fetchall()
 
-    def batches(self, table: Table, where: str = "", params: Sequence[Any] = ()) -> Iterator[pa.RecordBatch]:
+    def batches(
+        self, table: Table, where: str = "", params: Sequence[Any] = (), block_size: int = CSV_BLOCK
+    ) -> Iterator[pa.RecordBatch]:
         schema = table.arrow_schema()
         columns = ", ".join(quote(c) for c in table.column_names)
         cursor = self._db.execute(f"SELECT {columns} FROM {quote(table.name)} {where}", tuple(params))  # noqa: S608
@@ -147,6 +157,9 @@ class SqliteWriter(SqliteReader):
 
     def timestamp(self, value: datetime) -> Any:
         return _timestamp_text(value)
+
+    def highest_id(self, table: str, column: str) -> int:
+        return int(self._db.execute(f"SELECT COALESCE(MAX({quote(column)}), 0) FROM {quote(table)}").fetchone()[0])  # noqa: S608
 
     def advance_sequence(self, table: str, column: str) -> None:
         has_sequence = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
@@ -260,11 +273,13 @@ def _csv_chunks(table: Table, columns: list[str], batches: Iterator[pa.RecordBat
 
 
 class _ChunkStream(io.RawIOBase):
-    """A readable file over an iterator of byte chunks (psycopg2's copy_expert reads files)."""
+    """A readable file over an iterator of byte chunks (psycopg2's copy_expert reads files). An
+    error raised while making a chunk is kept: psycopg2 reports it as a cancelled COPY."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
-        self._pending = b""
+        self._pending = memoryview(b"")
+        self.error: BaseException | None = None
 
     def readable(self) -> bool:
         return True
@@ -272,9 +287,12 @@ class _ChunkStream(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         while not self._pending:
             try:
-                self._pending = next(self._chunks)
+                self._pending = memoryview(next(self._chunks))
             except StopIteration:
                 return 0
+            except BaseException as error:
+                self.error = error
+                raise
         size = min(len(buffer), len(self._pending))
         buffer[:size] = self._pending[:size]
         self._pending = self._pending[size:]
@@ -332,13 +350,20 @@ class PostgresSession:
                 for chunk in chunks:
                     copy.write(chunk)
         else:
+            stream = _ChunkStream(chunks)
             cursor = self._driver.cursor()
             try:
-                cursor.copy_expert(sql, _ChunkStream(chunks), size=1 << 20)
+                cursor.copy_expert(sql, stream, size=1 << 20)
+            except Exception:
+                if stream.error is not None:
+                    raise stream.error from None
+                raise
             finally:
                 cursor.close()
 
-    def batches(self, table: Table, where: str = "", params: Sequence[Any] = ()) -> Iterator[pa.RecordBatch]:
+    def batches(
+        self, table: Table, where: str = "", params: Sequence[Any] = (), block_size: int = CSV_BLOCK
+    ) -> Iterator[pa.RecordBatch]:
         schema = table.arrow_schema()
         columns = ", ".join(
             f"({quote(c.name)} AT TIME ZONE 'UTC') AS {quote(c.name)}" if c.naive else quote(c.name)
@@ -359,6 +384,8 @@ class PostgresSession:
             try:
                 with os.fdopen(write_end, "wb", buffering=1 << 20) as sink:
                     self._copy_out(f"COPY ({select}) TO STDOUT WITH (FORMAT csv)", sink)
+            except BrokenPipeError:
+                pass  # the reader stopped early and says why
             except BaseException as error:  # re-raised in the reading thread
                 failure.append(error)
 
@@ -366,7 +393,15 @@ class PostgresSession:
         producer.start()
         with os.fdopen(read_end, "rb", buffering=1 << 20) as source:
             try:
-                yield from self._parse(source, table, schema, csv_types)
+                yield from self._parse(source, table, schema, csv_types, block_size)
+            except pa.ArrowInvalid as error:
+                source.close()
+                producer.join()
+                if failure:  # the server's error explains the parser's
+                    raise failure[0] from error
+                if "straddl" in str(error):
+                    raise RowTooLarge(f"{table.name}: a row is larger than {block_size} bytes") from error
+                raise MetadataError(f"{table.name}: cannot parse PostgreSQL's COPY output: {error}") from error
             finally:
                 source.close()
                 producer.join()
@@ -375,12 +410,12 @@ class PostgresSession:
 
     @staticmethod
     def _parse(
-        source: Any, table: Table, schema: pa.Schema, csv_types: dict[str, pa.DataType]
+        source: Any, table: Table, schema: pa.Schema, csv_types: dict[str, pa.DataType], block_size: int
     ) -> Iterator[pa.RecordBatch]:
         try:
             reader = pacsv.open_csv(
                 source,
-                read_options=pacsv.ReadOptions(column_names=table.column_names, block_size=CSV_BLOCK),
+                read_options=pacsv.ReadOptions(column_names=table.column_names, block_size=block_size),
                 parse_options=pacsv.ParseOptions(newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
                     column_types=csv_types,
@@ -442,10 +477,30 @@ class PostgresSession:
     def advance_sequence(self, table: str, column: str) -> None:
         sequence = self.query("SELECT pg_get_serial_sequence(?, ?)", (quote(table), column))
         if sequence and sequence[0][0]:
+            # Never backwards: ids of deleted rows are not handed out again.
             self.query(
-                f"SELECT setval(?, GREATEST((SELECT COALESCE(MAX({quote(column)}), 0) FROM {quote(table)}), 1))",  # noqa: S608
+                f"SELECT setval(?, GREATEST((SELECT COALESCE(MAX({quote(column)}), 0) FROM {quote(table)}), "  # noqa: S608
+                f"(SELECT last_value FROM {sequence[0][0]}), 1))",
                 (sequence[0][0],),
             )
+
+    def highest_id(self, table: str, column: str) -> int:
+        highest = int(self.query(f"SELECT COALESCE(MAX({quote(column)}), 0) FROM {quote(table)}")[0][0])  # noqa: S608
+        sequence = self.query("SELECT pg_get_serial_sequence(?, ?)", (quote(table), column))
+        if sequence and sequence[0][0]:
+            used = self.query(f"SELECT last_value, is_called FROM {sequence[0][0]}")[0]  # noqa: S608
+            highest = max(highest, int(used[0]) if used[1] else 0)
+        return highest
+
+
+# What COPY's text forms depend on, pinned whatever the server or role defaults to.
+SESSION = (
+    "SET LOCAL TIME ZONE 'UTC'",
+    "SET LOCAL bytea_output = 'hex'",
+    "SET LOCAL DateStyle = 'ISO, YMD'",
+    "SET LOCAL extra_float_digits = 3",
+    "SET LOCAL client_encoding = 'UTF8'",
+)
 
 
 class PostgresDatabase:
@@ -477,13 +532,13 @@ class PostgresDatabase:
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[Reader]:
         # One REPEATABLE READ transaction: every table is read as of the same moment.
-        setup = ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY", "SET LOCAL TIME ZONE 'UTC'"]
+        setup = ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY", *SESSION]
         with self._session(setup) as session:
             yield session
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Writer]:
-        with self._session(["SET LOCAL TIME ZONE 'UTC'"]) as session:
+        with self._session(list(SESSION)) as session:
             yield session
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 FORMAT = "mwaa-control-metadata/1"
 MANIFEST = "manifest.json"
+PAUSE_STATES = "pause-states.json"
 
 
 def new_backup_id(now: datetime | None = None) -> str:

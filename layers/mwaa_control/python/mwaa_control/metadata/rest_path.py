@@ -277,10 +277,15 @@ class RestBackup:
     def _connections(self, not_exported: dict[str, list[str]]) -> list[dict[str, Any]]:
         connections = list(self.airflow.paged("/connections", "connections"))
         for connection in connections:
-            for field in ("password", "extra"):
-                if _is_redacted(connection.get(field)):
-                    not_exported.setdefault(f"connection.{field}", []).append(connection["connection_id"])
-                    connection[field] = None
+            if _is_redacted(connection.get("password")):
+                not_exported.setdefault("connection.password", []).append(connection["connection_id"])
+                connection["password"] = None
+            extra = connection.get("extra")
+            if _is_redacted(extra):
+                # Only the redacted fields are lost: the others are kept.
+                kept = {k: v for k, v in json.loads(str(extra)).items() if v != REDACTED}
+                not_exported.setdefault("connection.extra", []).append(connection["connection_id"])
+                connection["extra"] = json.dumps(kept)
         return connections
 
     @staticmethod

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from cryptography.fernet import MultiFernet
+from cryptography.fernet import InvalidToken, MultiFernet
 
 from mwaa_control.metadata.catalog import Role
 from mwaa_control.metadata.database import Database, Writer, offset_ids, python_column, quote, to_sqlite
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 BATCH_ROWS = 16_384  # rows per Arrow batch: bounds memory; COPY streams them into one statement
 
 LEDGER_EVENT = "mwaa-control:restore"
+TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 RESTORED_ROLES = {Role.HISTORY, Role.CONFIGURATION}
 
 
@@ -80,6 +82,8 @@ def fetch_verified(store: BackupStore, manifest: Manifest, scratch: Path) -> dic
     prefix = backup_prefix(manifest.environment, manifest.backup_id)
     files: dict[str, Path] = {}
     for name, entry in manifest.tables.items():
+        if not TABLE_NAME.fullmatch(name) or len(entry.files) != 1:
+            raise BackupCorrupt(f"the manifest lists an unexpected table entry {name[:80]!r}")
         for item in entry.files:
             local = scratch / f"{name}.parquet"
             store.get_file(f"{prefix}/{item.path}", local)
@@ -120,6 +124,8 @@ class RestoreEngine:
                 raise RestoreRefused("the backup holds secrets: give the target environment's Fernet key")
             envelope = manifest.envelope
             sealer = Sealer.open(request.keys, Envelope(envelope.key_id, envelope.encrypted_key, envelope.context))
+        if fernet is not None:
+            self._check_target_key(fernet)
         missing = [t for t, e in manifest.tables.items() if Role(e.role) in RESTORED_ROLES and t not in schema.tables]
         if missing:
             raise SchemaMismatch(f"the target has no table {', '.join(missing)} (nothing was changed)")
@@ -186,6 +192,20 @@ class RestoreEngine:
             verified=True,
         )
 
+    def _check_target_key(self, fernet: MultiFernet) -> None:
+        """The key must open the target's own secrets: a wrong key would make every restored secret
+        unreadable, and the ledger would then stop a corrected re-run."""
+        with self.database.snapshot() as reader:
+            rows = reader.query("SELECT key, val FROM variable WHERE is_encrypted = ?", (True,))
+        for key, value in rows[:20]:
+            try:
+                fernet.decrypt(str(value).encode())
+            except InvalidToken:
+                raise RestoreRefused(
+                    f"the given Fernet key does not decrypt the target's variable {key!r}: is it the target "
+                    "environment's key? (nothing was changed)"
+                ) from None
+
     @staticmethod
     def _count(writer: Writer, table: str) -> int:
         return int(writer.query(f"SELECT COUNT(*) FROM {quote(table)}")[0][0])  # noqa: S608
@@ -247,9 +267,7 @@ class RestoreEngine:
         existing = self._existing(writer, table)
         id_map = IdMap(offset=0, reused={})
         if surrogate:
-            id_map.offset = int(
-                writer.query(f"SELECT COALESCE(MAX({quote(surrogate)}), 0) FROM {quote(table.name)}")[0][0]  # noqa: S608
-            )
+            id_map.offset = writer.highest_id(table.name, surrogate)
             result.id_offset = id_map.offset
         updates: list[tuple[object, ...]] = []
         update_columns = self._update_columns(table)
@@ -357,38 +375,41 @@ class RestoreEngine:
         self, batch: pa.RecordBatch, table: Table, schema: Schema, maps: dict[str, IdMap]
     ) -> tuple[pa.RecordBatch, int]:
         detached = 0
+        done: set[str] = set()
         for ref in table.references:
-            if len(ref.columns) != 1 or ref.parent == table.name:
+            if len(ref.columns) != 1 or ref.parent == table.name or ref.columns[0] in done:
                 continue
             column = ref.columns[0]
+            done.add(column)
             parent = schema.tables.get(ref.parent)
-            if parent is None or parent.surrogate_id != ref.parent_columns[0]:
+            if parent is None:
                 continue
             index = batch.schema.get_field_index(column)
             values = batch.column(column)
-            if ref.parent in maps:
-                id_map = maps[ref.parent]
-                remapped = offset_ids(values, id_map.offset, id_map.reused)
-                if id_map.known is not None and not ref.declared:
-                    dangling = pc.and_(
-                        pc.is_valid(values), pc.invert(pc.is_in(values.cast(pa.int64()), value_set=id_map.known))
-                    )
-                    count = pc.sum(dangling.cast(pa.int64())).as_py() or 0
-                    if count:
-                        detached += count
-                        remapped = pc.if_else(dangling, pa.scalar(None, pa.int64()), remapped)
-                batch = batch.set_column(
-                    index, batch.schema.field(index), remapped.cast(batch.schema.field(index).type)
-                )
-            elif parent.role not in RESTORED_ROLES:
-                # The parent is not restored (web UI users): its ids mean nothing in the target.
+            if parent.role not in RESTORED_ROLES:
+                # The parent is not restored (web users, DAG versions): its keys mean nothing here.
                 present = len(values) - values.null_count
                 if present and not table.column(column).nullable:
                     raise RestoreRefused(f"{table.name}.{column} references {ref.parent}, which is not restored")
                 detached += present
-                batch = batch.set_column(
-                    index, batch.schema.field(index), pa.nulls(len(values), batch.schema.field(index).type)
-                )
+                field = batch.schema.field(index)
+                batch = batch.set_column(index, field, pa.nulls(len(values), field.type))
+                continue
+            if parent.surrogate_id != ref.parent_columns[0] or ref.parent not in maps:
+                continue
+            id_map = maps[ref.parent]
+            remapped = offset_ids(values, id_map.offset, id_map.reused)
+            if id_map.known is not None and not ref.declared:
+                unknown = pc.invert(pc.is_in(values.cast(pa.int64()), value_set=id_map.known))
+                dangling = pc.and_(pc.is_valid(values), unknown)
+                count = pc.sum(dangling.cast(pa.int64())).as_py() or 0
+                if count:
+                    # A soft reference to a row the source no longer had (cleaned up): keep it
+                    # pointing at nothing rather than at some other restored row.
+                    detached += count
+                    remapped = pc.if_else(dangling, pa.scalar(None, pa.int64()), remapped)
+            field = batch.schema.field(index)
+            batch = batch.set_column(index, field, remapped.cast(field.type))
         return batch, detached
 
     @staticmethod
@@ -436,7 +457,8 @@ def _composite(columns: list[pa.Array]) -> pa.Array:
 def _key_index(batch: pa.RecordBatch, key: tuple[str, ...], rows: pa.Table) -> pa.Array:
     left = _composite([batch.column(c) for c in key])
     right = _composite([rows.column(c).combine_chunks().cast(batch.schema.field(c).type) for c in key])
-    return pc.index_in(left, value_set=right)
+    # SQL unique keys treat NULLs as distinct: a key with a NULL matches nothing.
+    return pc.index_in(left, value_set=right, skip_nulls=True)
 
 
 def _key_in(batch: pa.RecordBatch, key: tuple[str, ...], rows: pa.Table) -> pa.Array:

@@ -115,7 +115,7 @@ class Table:
     def identities(self) -> list[tuple[str, ...]]:
         """Column sets that identify a row across databases (natural keys)."""
         keys = [] if self.surrogate_id else [self.primary_key]
-        return keys + [k for k in self.unique_keys if k != self.primary_key]
+        return [k for k in keys + [k for k in self.unique_keys if k != self.primary_key] if k]
 
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(c.name, ARROW_TYPES[c.kind], nullable=c.nullable) for c in self.columns])
@@ -148,7 +148,8 @@ def reflect(connection: Any) -> Schema:
 def _reflect(connection: Any) -> Schema:
     inspector = sa.inspect(connection)
     tables: dict[str, Table] = {}
-    for name in sorted(inspector.get_table_names()):
+    # SQLAlchemy 1.4 lists SQLite's own tables (sqlite_sequence) too: they are not Airflow's.
+    for name in sorted(n for n in inspector.get_table_names() if not n.startswith("sqlite_")):
         rule = catalog.rule_for(name)
         columns = [
             Column(
@@ -169,6 +170,9 @@ def _reflect(connection: Any) -> Schema:
             for f in inspector.get_foreign_keys(name)
             if f.get("referred_table")
         ]
+        # Airflow declares some foreign keys twice under two names (dataset_alias_dataset on
+        # PostgreSQL): remapping a column once per declaration would shift it twice.
+        references = list(dict.fromkeys(references))
         declared = {(r.columns, r.parent) for r in references}
         names = {c.name for c in columns}
         for soft in catalog.SOFT_REFERENCES:

@@ -44,7 +44,9 @@ class KmsKeyService:
         return response["Plaintext"], response["CiphertextBlob"], response["KeyId"]
 
     def decrypt_data_key(self, encrypted: bytes, context: dict[str, str]) -> bytes:
-        return bytes(self._kms.decrypt(CiphertextBlob=encrypted, EncryptionContext=context)["Plaintext"])
+        # KeyId pins the key: a backup wrapped under another key is refused, not silently accepted.
+        response = self._kms.decrypt(CiphertextBlob=encrypted, EncryptionContext=context, KeyId=self.key_id)
+        return bytes(response["Plaintext"])
 
 
 def fernet_from(keys: str | None) -> MultiFernet | None:

@@ -3,7 +3,6 @@ written once: a backup id is new for every backup and an existing manifest is ne
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,10 +18,14 @@ class BackupStore(Protocol):
     def get_file(self, key: str, target: Path) -> None: ...
     def get_bytes(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
+    def occupied(self, prefix: str) -> bool: ...
     def list_prefixes(self, prefix: str) -> list[str]: ...
     def delete_prefix(self, prefix: str) -> None: ...
     @property
     def url(self) -> str: ...
+
+
+SINGLE_PUT_BYTES = 512 << 20
 
 
 class LocalStore:
@@ -66,6 +69,9 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
 
+    def occupied(self, prefix: str) -> bool:
+        return self._path(prefix).exists()
+
     def list_prefixes(self, prefix: str) -> list[str]:
         folder = self._path(prefix)
         return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
@@ -95,11 +101,16 @@ class S3Store:
         return {}
 
     def put_file(self, key: str, source: Path) -> None:
+        if source.stat().st_size <= SINGLE_PUT_BYTES:
+            # One conditional PutObject: S3 itself refuses to replace an existing object.
+            with source.open("rb") as body:
+                self._s3.put_object(
+                    Bucket=self.bucket, Key=self._key(key), Body=body, IfNoneMatch="*", **self._encryption()
+                )
+            return
         if self.exists(key):
             raise MetadataError(f"s3://{self.bucket}/{self._key(key)} exists; backups are never overwritten")
-        digest = hashlib.sha256(source.read_bytes()).hexdigest() if source.stat().st_size < (64 << 20) else None
-        extra = {**self._encryption(), **({"Metadata": {"sha256": digest}} if digest else {})}
-        self._s3.upload_file(str(source), self.bucket, self._key(key), ExtraArgs=extra)
+        self._s3.upload_file(str(source), self.bucket, self._key(key), ExtraArgs=self._encryption())
 
     def put_bytes(self, key: str, data: bytes) -> None:
         # IfNoneMatch makes S3 itself refuse to replace an object (conditional write).
@@ -114,6 +125,10 @@ class S3Store:
         if not self.exists(key):
             raise BackupNotFound(f"s3://{self.bucket}/{self._key(key)} does not exist")
         return bytes(self._s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read())
+
+    def occupied(self, prefix: str) -> bool:
+        response = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=self._key(prefix).rstrip("/") + "/", MaxKeys=1)
+        return bool(response.get("Contents"))
 
     def exists(self, key: str) -> bool:
         response = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=self._key(key), MaxKeys=1)

@@ -74,7 +74,7 @@ def list_backups(store: BackupStore, environment: str | None = None) -> list[Bac
 
 
 def latest_backup(store: BackupStore, environment: str) -> str:
-    backups = list_backups(store, environment)
+    backups = sorted(list_backups(store, environment), key=lambda b: b.created_at)
     if not backups:
         raise MetadataError(f"no complete backup of {environment} in {store.url}")
     return backups[-1].backup_id
