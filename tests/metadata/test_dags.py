@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
@@ -121,3 +122,25 @@ def test_export_and_import_dags(postgres: PostgresServer, moto_url: str, tmp_pat
     assert fernet.decrypt(encrypted.encode())
     ledger = _scalar(url, "SELECT extra FROM log WHERE event = 'mwaa-control:restore'")
     assert json.loads(ledger)["backup_id"] == manifest.backup_id
+
+
+def test_rows_larger_than_the_parsers_block_are_backed_up(postgres: PostgresServer, tmp_path: Path) -> None:
+    """A serialised DAG or XCom of several MB does not fit one CSV block: the table is read again."""
+    from mwaa_control.metadata.backup import BackupEngine, BackupRequest
+    from mwaa_control.metadata.database import CSV_BLOCK, open_database
+    from mwaa_control.metadata.store import LocalStore
+
+    backend = AirflowBackend(tmp_path / "big", release="2.11.0", db_url=postgres.create_database("big_rows"))
+    backend.ensure_ready()
+    url = (backend.db_url or "").replace("+psycopg2", "+psycopg")
+    big = 'naïve ☃,\n"' * (3 * CSV_BLOCK // 10)
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("INSERT INTO log (dttm, event, extra) VALUES (now(), 'success', :extra)"), {"extra": big}
+        )
+    engine.dispose()
+    store = LocalStore(tmp_path / "backups")
+    manifest = BackupEngine(open_database(url), store).backup(BackupRequest("big", None, None))
+    path = Path(store.url) / "backups/big" / manifest.backup_id / "tables/log/part-00000.parquet"
+    assert big in pq.read_table(path).column("extra").to_pylist()

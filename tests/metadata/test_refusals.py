@@ -4,6 +4,7 @@ writes them."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pyarrow as pa
 import pytest
 from cryptography.fernet import Fernet
 from moto import mock_aws
@@ -204,3 +206,62 @@ def test_drain_waits_for_running_tasks_then_leaves_dags_paused(templates: Templa
     assert waits == [5] and manifest.in_flight == [] and manifest.drained
     assert manifest.pause_states == {"etl": False, "reports": True}
     assert dict(env.sql("SELECT dag_id, is_paused FROM dag")) == {"etl": 1, "reports": 1}
+
+
+def test_failed_backup_puts_pause_states_back_even_before_a_pause(
+    templates: Templates, tmp_path: Path, kms: Any
+) -> None:
+    env = _env(templates.v211, tmp_path, "src", kms)
+    _populate(env)
+
+    class FailingStore(LocalStore):
+        def put_file(self, key: str, source: Path) -> None:
+            if "task_instance" in key:
+                raise OSError("disk full")
+            super().put_file(key, source)
+
+    store = FailingStore(tmp_path / "failing")
+    with pytest.raises(OSError, match="disk full"):
+        BackupEngine(open_database(env.url), store).backup(
+            BackupRequest("etl-prod", env.keys, env.fernet, drain=Drain(timeout=0, leave_paused=True), backup_id="b")
+        )
+    assert dict(env.sql("SELECT dag_id, is_paused FROM dag")) == {"etl": 0, "reports": 1}
+    assert not (tmp_path / "failing" / backup_prefix("etl-prod", "b")).exists()
+
+
+def test_pause_states_are_recorded_before_the_drain(templates: Templates, tmp_path: Path, kms: Any) -> None:
+    env = _env(templates.v211, tmp_path, "src", kms)
+    _populate(env)
+    manifest = BackupEngine(open_database(env.url), env.store).backup(
+        BackupRequest("etl-prod", env.keys, env.fernet, drain=Drain(timeout=0, leave_paused=True))
+    )
+    recorded = Path(env.store.url) / backup_prefix("etl-prod", manifest.backup_id) / "pause-states.json"
+    assert json.loads(recorded.read_text()) == {"etl": False, "reports": True}
+
+
+def test_restore_with_a_key_that_is_not_the_targets_changes_nothing(
+    templates: Templates, tmp_path: Path, kms: Any
+) -> None:
+    source = _env(templates.v211, tmp_path, "src", kms)
+    _populate(source)
+    manifest = BackupEngine(open_database(source.url), source.store).backup(
+        BackupRequest("etl-prod", source.keys, source.fernet)
+    )
+    target = _env(templates.v211, tmp_path, "dst", kms, source.store)
+    token = Fernet(target.fernet.encode()).encrypt(b"target's own").decode()
+    target.sql("INSERT INTO variable (key, val, is_encrypted) VALUES ('own', ?, 1)", (token,))
+    before = target.dump()
+    with pytest.raises(RestoreRefused, match="does not decrypt the target's variable 'own'"):
+        RestoreEngine(open_database(target.url), source.store).restore(
+            RestoreRequest("etl-prod", manifest.backup_id, source.keys, source.fernet)
+        )
+    assert target.dump() == before
+
+
+def test_a_key_with_a_null_part_matches_nothing() -> None:
+    from mwaa_control.metadata.restore import _key_in
+
+    batch = pa.RecordBatch.from_pydict({"dag_id": ["a", "a"], "logical_date": [None, "2024"]})
+    existing = pa.table({"dag_id": ["a", "a"], "logical_date": [None, "2024"]})
+    assert _key_in(batch, ("dag_id", "logical_date"), existing).to_pylist() == [False, True]
+    assert _key_in(batch, ("logical_date",), existing).to_pylist() == [False, True]

@@ -153,11 +153,7 @@ class BackupEngine:
         fernet = fernet_from(request.source_fernet_key)
         with self.database.snapshot() as reader:
             needs_sealing = [
-                t.name
-                for t in schema.tables.values()
-                if t.sealed
-                and t.role is not Role.EXCLUDED
-                and reader.query(f"SELECT COUNT(*) FROM {quote(t.name)}")[0][0]  # noqa: S608
+                t.name for t in schema.tables.values() if t.role is not Role.EXCLUDED and _has_secrets(reader, t)
             ]
             if "variable" in needs_sealing and schema.tables["variable"].has("is_encrypted"):
                 sample = reader.query("SELECT key, val FROM variable WHERE is_encrypted = ? LIMIT 1", (True,))
@@ -298,6 +294,20 @@ def write_table(
         files=[FileEntry(path=relative, rows=rows, bytes=size, sha256=digest.hexdigest())],
         sealed_columns=[s.column for s in table.sealed],
     )
+
+
+def _has_secrets(reader: Reader, table: Table) -> bool:
+    for sealed in table.sealed:
+        where = [f"{quote(sealed.column)} IS NOT NULL"]
+        params: list[str] = []
+        if sealed.only_when is not None:
+            column, needles = sealed.only_when
+            where.append("(" + " OR ".join(f"lower({quote(column)}) LIKE ? ESCAPE '\\'" for _ in needles) + ")")
+            params += ["%" + n.replace("_", "\\_") + "%" for n in needles]
+        sql = f"SELECT 1 FROM {quote(table.name)} WHERE {' AND '.join(where)} LIMIT 1"  # noqa: S608
+        if reader.query(sql, params):
+            return True
+    return False
 
 
 def _close(batches: Iterator[pa.RecordBatch]) -> None:
