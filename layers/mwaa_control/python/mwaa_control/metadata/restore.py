@@ -155,17 +155,8 @@ class RestoreEngine:
         with self.database.transaction() as writer:
             writer.lock([t.name for t in tables])
             if self._already_restored(writer, manifest.backup_id):
-                return RestoreReport(
-                    restore_id=restore_id,
-                    backup_id=manifest.backup_id,
-                    environment=manifest.environment,
-                    status="already-restored",
-                    started_at=started,
-                    finished_at=request.clock(),
-                    tables=[],
-                    reencrypted_values=0,
-                    verified=True,
-                )
+                status = "already-restored"
+                return _report(manifest, restore_id, status, started, request.clock(), [], 0)
             before = {t.name: self._count(writer, t.name) for t in tables}
             maps: dict[str, IdMap] = {}
             referenced = {r.parent for t in tables for r in t.references}
@@ -180,17 +171,7 @@ class RestoreEngine:
             if problems:
                 raise RestoreRefused("restore does not add up, rolled back: " + "; ".join(problems))
             self._record(writer, manifest, restore_id, request.clock())
-        return RestoreReport(
-            restore_id=restore_id,
-            backup_id=manifest.backup_id,
-            environment=manifest.environment,
-            status="restored",
-            started_at=started,
-            finished_at=request.clock(),
-            tables=results,
-            reencrypted_values=reencrypted[0],
-            verified=True,
-        )
+        return _report(manifest, restore_id, "restored", started, request.clock(), results, reencrypted[0])
 
     def _check_target_key(self, fernet: MultiFernet) -> None:
         """The key must open the target's own secrets: a wrong key would make every restored secret
@@ -432,6 +413,29 @@ class RestoreEngine:
             replaced = pc.replace_with_mask(column, mask, pa.array(out, pa.string()))
             batch = batch.set_column(index, batch.schema.field(index), replaced)
         return batch
+
+
+def _report(
+    manifest: Manifest,
+    restore_id: str,
+    status: str,
+    started: datetime,
+    finished: datetime,
+    tables: list[TableRestore],
+    reencrypted: int,
+) -> RestoreReport:
+    """Verified: the counts were checked against the manifest inside the transaction."""
+    return RestoreReport(
+        restore_id=restore_id,
+        backup_id=manifest.backup_id,
+        environment=manifest.environment,
+        status=status,
+        started_at=started,
+        finished_at=finished,
+        tables=tables,
+        reencrypted_values=reencrypted,
+        verified=True,
+    )
 
 
 def existing_ids(batch: pa.RecordBatch, table: Table, existing: list[tuple[tuple[str, ...], pa.Table]]) -> pa.Array:
