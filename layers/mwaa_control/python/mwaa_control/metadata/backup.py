@@ -12,11 +12,13 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from queue import Queue
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -45,6 +47,8 @@ from mwaa_control.metadata.store import BackupStore, scratch_dir
 
 log = logging.getLogger(__name__)
 
+ROW_GROUP_BYTES = 4 << 20
+ROW_GROUP_ROWS = 1 << 20
 UNFINISHED = ("running", "queued", "scheduled", "deferred", "up_for_retry", "up_for_reschedule", "restarting")
 BUSY = ("running", "queued")
 OWN_DAGS = catalog.CONTROL_PLANE_DAG_PREFIX.replace("_", "\\_") + "%"
@@ -273,11 +277,7 @@ def write_table(
     """One Parquet file for the table, its checksum, and its manifest entry."""
     relative = f"tables/{table.name}/part-00000.parquet"
     local = scratch / f"{table.name}.parquet"
-    rows = 0
-    with pq.ParquetWriter(local, table.arrow_schema(), compression="zstd") as writer:
-        for batch in batches:
-            rows += batch.num_rows
-            writer.write_batch(batch, row_group_size=256_000)
+    rows = write_parquet(local, table.arrow_schema(), _row_groups(batches))
     digest = hashlib.sha256()
     with local.open("rb") as handle:
         while chunk := handle.read(1 << 20):
@@ -294,6 +294,59 @@ def write_table(
         files=[FileEntry(path=relative, rows=rows, bytes=size, sha256=digest.hexdigest())],
         sealed_columns=[s.column for s in table.sealed],
     )
+
+
+def _row_groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Table]:
+    """Batches gathered into row groups of about ROW_GROUP_BYTES. Every ParquetWriter.write_table
+    call closes a row group, and the CSV reader yields ~1 MB batches: written one by one, a table
+    becomes hundreds of tiny row groups, each column chunk with its own dictionary, statistics and
+    compressor, twice as slow to write and slower to scan."""
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    for batch in batches:
+        pending.append(batch)
+        size += batch.nbytes
+        if size >= ROW_GROUP_BYTES:
+            yield pa.Table.from_batches(pending)
+            pending, size = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending)
+
+
+def write_parquet(path: Path, schema: pa.Schema, groups: Iterator[pa.Table]) -> int:
+    """Write row groups to a zstd Parquet file; returns the row count. Encoding runs in a thread
+    (Arrow releases the GIL) while this one reads and parses the next group: one group waits
+    between them, so memory stays at a few groups whatever the table's size."""
+    queue: Queue[pa.Table | None] = Queue(maxsize=1)
+    failure: list[BaseException] = []
+
+    def encode() -> None:
+        finished = False
+        try:
+            with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+                while (group := queue.get()) is not None:
+                    writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
+                finished = True
+        except BaseException as error:  # re-raised in the reading thread
+            failure.append(error)
+            while not finished:  # keep taking groups: the reading thread never blocks on a dead writer
+                finished = queue.get() is None
+
+    writer = threading.Thread(target=encode, name=f"parquet-{path.name}", daemon=True)
+    writer.start()
+    rows = 0
+    try:
+        for group in groups:
+            if failure:
+                break
+            rows += group.num_rows
+            queue.put(group)
+    finally:
+        queue.put(None)
+        writer.join()
+    if failure:
+        raise failure[0]
+    return rows
 
 
 def _has_secrets(reader: Reader, table: Table) -> bool:

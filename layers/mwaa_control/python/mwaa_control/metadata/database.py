@@ -11,9 +11,11 @@ record batches per table, and one write transaction.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import io
 import os
+import select
 import sqlite3
 import tempfile
 import threading
@@ -244,12 +246,87 @@ def _driver(raw: Any) -> Any:
     return getattr(raw, "driver_connection", None) or getattr(raw, "dbapi_connection", None) or raw.connection
 
 
+def _results_done(pgconn: Any) -> None:
+    while pgconn.get_result() is not None:
+        pass
+
+
+class _Spool:
+    """Where a COPY thread writes. If the reader stops early (an error, a row too large for the
+    parser's block), the rest of the COPY is read and dropped: stopping a COPY midway cancels the
+    statement, which would abort the snapshot's transaction (and the table's second reading)."""
+
+    def __init__(self, fd: int) -> None:
+        self._out = os.fdopen(fd, "wb", buffering=1 << 20)
+        self.dropped = False
+
+    def write(self, data: Any) -> int:
+        if not self.dropped:
+            try:
+                return self._out.write(data)
+            except BrokenPipeError:
+                self.dropped = True
+        return len(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(BrokenPipeError):
+            self._out.close()
+
+
+def _offsets(array: pa.Array, kind: pa.DataType) -> pa.Array:
+    """The n + 1 value offsets of a string or binary array, wherever it was sliced."""
+    return pa.Array.from_buffers(kind, len(array) + 1, [None, array.buffers()[1]], offset=array.offset)
+
+
 def _hex_to_binary(column: pa.Array) -> pa.Array:
-    return pa.array([None if v is None else bytes.fromhex(v[2:]) for v in column.to_pylist()], type=pa.binary())
+    """bytea in PostgreSQL's hex output (`\\x` then two digits a byte) to bytes, for the whole column at
+    once: the digits of every value are decoded in one call and the offsets halved."""
+    if len(column) == 0:
+        return pa.array([], pa.binary())
+    if not pc.all(pc.starts_with(column, "\\x"), min_count=0).as_py():
+        raise MetadataError("a bytea value is not in hex form (bytea_output must be 'hex')")
+    # `\\x` cannot occur among hex digits, so removing it removes exactly each value's prefix.
+    digits = pc.replace_substring(column.cast(pa.binary()), "\\x", "")
+    prefixes_only = pc.equal(pc.binary_length(digits), pc.subtract(pc.binary_length(column), 2))
+    if not pc.all(prefixes_only, min_count=0).as_py():
+        raise MetadataError("a bytea value holds `\\x` after its prefix: not PostgreSQL's hex form")
+    offsets = _offsets(digits, pa.int32())
+    if pc.any(pc.not_equal(pc.bit_wise_and(offsets, 1), 0)).as_py():
+        raise MetadataError("a bytea value has an odd number of hex digits")
+    first, last = offsets[0].as_py(), offsets[-1].as_py()
+    data = digits.buffers()[2]
+    try:
+        decoded = binascii.unhexlify(memoryview(data)[first:last] if data is not None else b"")
+    except binascii.Error as error:
+        raise MetadataError(f"a bytea value is not valid hex: {error}") from error
+    halved = pc.divide(pc.subtract(offsets, first), 2).cast(pa.int32())
+    return pa.Array.from_buffers(
+        pa.binary(),
+        len(digits),
+        [pc.is_valid(digits).buffers()[1], halved.buffers()[1], pa.py_buffer(decoded)],
+        null_count=digits.null_count,
+    )
 
 
 def _binary_to_hex(column: pa.Array) -> pa.Array:
-    return pa.array([None if v is None else "\\x" + v.hex() for v in column.to_pylist()], type=pa.string())
+    """bytes to bytea's hex input form, for the whole column at once."""
+    if len(column) == 0:
+        return pa.array([], pa.string())
+    # Large types: the hex form is twice the size and may pass 2 GiB where the bytes did not.
+    values = column.cast(pa.large_binary())
+    offsets = _offsets(values, pa.int64())
+    first, last = offsets[0].as_py(), offsets[-1].as_py()
+    data = values.buffers()[2]
+    digits = binascii.hexlify(memoryview(data)[first:last] if data is not None else b"")
+    doubled = pc.multiply(pc.subtract(offsets, first), 2).cast(pa.int64())
+    hexed = pa.Array.from_buffers(
+        pa.large_string(),
+        len(values),
+        [pc.is_valid(values).buffers()[1], doubled.buffers()[1], pa.py_buffer(digits)],
+        null_count=values.null_count,
+    )
+    marker, nothing = pa.scalar("\\x", pa.large_string()), pa.scalar("", pa.large_string())
+    return pc.binary_join_element_wise(marker, hexed, nothing)
 
 
 def _csv_chunks(table: Table, columns: list[str], batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
@@ -333,15 +410,42 @@ class PostgresSession:
 
     def _copy_out(self, sql: str, spool: Any) -> None:
         if self._psycopg3:
-            with self._driver.cursor() as cursor, cursor.copy(sql) as copy:
-                for chunk in copy:
-                    spool.write(chunk)
+            self._copy_out_libpq(sql, spool)
         else:
             cursor = self._driver.cursor()
             try:
                 cursor.copy_expert(sql, spool, size=1 << 20)
             finally:
                 cursor.close()
+
+    def _copy_out_libpq(self, sql: str, spool: Any) -> None:
+        """COPY OUT on psycopg 3's low-level `pgconn` (libpq's calls, documented for what psycopg does
+        not wrap). `Copy` hands out each row through several Python frames, and PostgreSQL sends a
+        message per row: for a million rows that costs more CPU than parsing them."""
+        from psycopg import pq  # noqa: PLC0415 - absent on Airflow 2 workers (psycopg2)
+
+        pgconn = self._driver.pgconn
+        pgconn.send_query(sql.encode())
+        started = pgconn.get_result()
+        if started is None or started.status != pq.ExecStatus.COPY_OUT:
+            _results_done(pgconn)
+            message = started.error_message.decode(errors="replace") if started is not None else "no result"
+            raise MetadataError(f"COPY did not start: {message.strip()}")
+        get, write, socket = pgconn.get_copy_data, spool.write, pgconn.socket
+        while True:
+            size, data = get(1)  # without blocking: a blocking call would hold the GIL
+            if size > 0:
+                write(data)
+            elif size == 0:
+                select.select([socket], [], [])
+                pgconn.consume_input()
+            else:
+                break
+        finished = pgconn.get_result()
+        _results_done(pgconn)
+        if finished is None or finished.status != pq.ExecStatus.COMMAND_OK:
+            message = finished.error_message.decode(errors="replace") if finished is not None else "no result"
+            raise MetadataError(f"COPY failed: {message.strip()}")
 
     def _copy_in(self, sql: str, chunks: Iterator[bytes]) -> None:
         """One COPY per table, fed chunk by chunk: the server loads while the next chunk is made."""
@@ -369,9 +473,9 @@ class PostgresSession:
             f"({quote(c.name)} AT TIME ZONE 'UTC') AS {quote(c.name)}" if c.naive else quote(c.name)
             for c in table.columns
         )
-        select = f"SELECT {columns} FROM {quote(table.name)} {where}"  # noqa: S608
+        query = f"SELECT {columns} FROM {quote(table.name)} {where}"  # noqa: S608
         if params:
-            select = self._bind(select, params)
+            query = self._bind(query, params)
         csv_types = {
             c.name: (pa.string() if c.kind is Kind.BINARY else schema.field(c.name).type) for c in table.columns
         }
@@ -381,13 +485,13 @@ class PostgresSession:
         failure: list[BaseException] = []
 
         def produce() -> None:
+            spool = _Spool(write_end)
             try:
-                with os.fdopen(write_end, "wb", buffering=1 << 20) as sink:
-                    self._copy_out(f"COPY ({select}) TO STDOUT WITH (FORMAT csv)", sink)
-            except BrokenPipeError:
-                pass  # the reader stopped early and says why
+                self._copy_out(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", spool)
             except BaseException as error:  # re-raised in the reading thread
                 failure.append(error)
+            finally:
+                spool.close()
 
         producer = threading.Thread(target=produce, name=f"copy-{table.name}", daemon=True)
         producer.start()

@@ -1,0 +1,200 @@
+"""How rows travel between PostgreSQL and Arrow: bytea in hex form, COPY through a pipe, Parquet
+row groups. Against a real PostgreSQL server, with psycopg 3 here and psycopg2 (what Airflow 2
+workers use) inside the Airflow 2.11 virtualenv."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from localcloud.airflow.backend import venv_for_release
+from localcloud.postgres import PostgresServer
+from mwaa_control.metadata import backup
+from mwaa_control.metadata.database import (
+    CSV_BLOCK,
+    RowTooLarge,
+    _binary_to_hex,
+    _hex_to_binary,
+    open_database,
+)
+from mwaa_control.metadata.errors import MetadataError
+from tests.metadata.blobs import CREATE, blobs_table
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYER = ROOT / "layers" / "mwaa_control" / "python"
+
+
+def _values(count: int, seed: int) -> list[bytes | None]:
+    rng = random.Random(seed)
+    return [None if rng.random() < 0.15 else rng.randbytes(rng.choice([0, 1, 2, 17, 300, 5000])) for _ in range(count)]
+
+
+def test_hex_round_trip_keeps_every_value_and_slice() -> None:
+    values = [None, b"", b"\x00\xff", b"\\x", None, *_values(200, 1)]
+    column = pa.array(values, pa.binary())
+    hexed = _binary_to_hex(column)
+    assert hexed.to_pylist() == [None if v is None else "\\x" + v.hex() for v in values]
+    for start, stop in ((0, len(values)), (1, 4), (3, 3), (4, 5), (7, 150)):
+        piece = column.slice(start, stop - start)
+        decoded = _hex_to_binary(_binary_to_hex(piece).cast(pa.string()))
+        decoded.validate(full=True)
+        assert decoded.to_pylist() == values[start:stop]
+        assert _hex_to_binary(hexed.cast(pa.string()).slice(start, stop - start)).to_pylist() == values[start:stop]
+    assert _hex_to_binary(pa.array([None, None], pa.string())).to_pylist() == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("\\x0", "odd number"),
+        ("\\xzz", "not valid hex"),
+        ("00ff", "not in hex form"),
+        ("\\x00\\x00", "after its prefix"),
+    ],
+)
+def test_malformed_hex_is_refused(text: str, says: str) -> None:
+    with pytest.raises(MetadataError, match=says):
+        _hex_to_binary(pa.array(["\\x00", text, None], pa.string()))
+
+
+def _create_blobs(url: str) -> str:
+    dsn = url.replace("postgresql+psycopg2://", "postgresql://")
+    with psycopg.connect(dsn) as connection:
+        connection.execute(CREATE)
+    return dsn
+
+
+def test_bytea_travels_unchanged_through_copy_both_ways(postgres: PostgresServer) -> None:
+    dsn = _create_blobs(postgres.create_database("transport_bytea"))
+    values = _values(3000, 2)
+    table = blobs_table()
+    database = open_database(dsn.replace("postgresql://", "postgresql+psycopg://"))
+    batch = pa.record_batch(
+        [pa.array(range(len(values)), pa.int64()), pa.array(values, pa.binary()), pa.array(["é"] * len(values))],
+        schema=table.arrow_schema(),
+    )
+    with database.transaction() as writer:
+        writer.insert(table, ["id", "data", "note"], iter([batch]))
+    with psycopg.connect(dsn) as connection:
+        stored = [
+            bytes(r[0]) if r[0] is not None else None for r in connection.execute("SELECT data FROM blobs ORDER BY id")
+        ]
+    assert stored == values
+    with database.snapshot() as reader:
+        read = pa.Table.from_batches(list(reader.batches(table, "ORDER BY id")))
+    assert read.column("data").to_pylist() == values
+    assert read.column("note").to_pylist() == ["é"] * len(values)
+
+
+def _fill_with_big_first_row(dsn: str, rows: int) -> str:
+    big = 'ü,\n"' * (CSV_BLOCK // 2)  # about 2.5 blocks once quoted in CSV
+    with psycopg.connect(dsn) as connection:
+        connection.execute("INSERT INTO blobs VALUES (0, NULL, %s)", (big,))
+        connection.execute(
+            "INSERT INTO blobs SELECT g, decode(md5(g::text), 'hex'), repeat('x', 200) FROM generate_series(1, %s) g",
+            (rows,),
+        )
+    return big
+
+
+def test_a_row_too_large_is_read_again_in_the_same_snapshot(postgres: PostgresServer) -> None:
+    """The parser stops at a row larger than its block while the server is still sending a table far
+    larger than the pipe: the rest of that COPY is read and dropped, so the snapshot's transaction
+    stays usable, the table is read again with a larger block, and a change made meanwhile by
+    someone else stays invisible."""
+    dsn = _create_blobs(postgres.create_database("transport_big"))
+    big = _fill_with_big_first_row(dsn, 100_000)  # ~25 MB of CSV after the big row
+    table = blobs_table()
+    database = open_database(dsn.replace("postgresql://", "postgresql+psycopg://"))
+    with database.snapshot() as reader:
+        assert reader.query("SELECT count(*) FROM blobs") == [(100_001,)]
+        with psycopg.connect(dsn, autocommit=True) as other:
+            other.execute("DELETE FROM blobs WHERE id > 50000")
+        with pytest.raises(RowTooLarge):
+            for _ in reader.batches(table, block_size=CSV_BLOCK):
+                pass
+        read = pa.Table.from_batches(list(reader.batches(table, block_size=16 * CSV_BLOCK)))
+        assert reader.query("SELECT count(*) FROM blobs") == [(100_001,)]
+    assert read.num_rows == 100_001
+    assert read.column("note")[0].as_py() == big
+
+
+def test_psycopg2_reads_again_in_the_same_snapshot(postgres: PostgresServer, tmp_path: Path) -> None:
+    """The same on psycopg2 and SQLAlchemy 1.4, as inside an Airflow 2 worker."""
+    try:
+        venv = venv_for_release("2.11.0")
+    except Exception as error:
+        pytest.skip(str(error))
+    url = postgres.create_database("transport_big2")
+    dsn = _create_blobs(url)
+    _fill_with_big_first_row(dsn, 100_000)
+    script = tmp_path / "read.py"
+    script.write_text(
+        "import json, sys\n"
+        "import pyarrow as pa\n"
+        "from mwaa_control.metadata.database import CSV_BLOCK, RowTooLarge, open_database\n"
+        "from tests.metadata.blobs import blobs_table\n"
+        "table = blobs_table()\n"
+        "database = open_database(sys.argv[1])\n"
+        "with database.snapshot() as reader:\n"
+        "    try:\n"
+        "        for _ in reader.batches(table, block_size=CSV_BLOCK): pass\n"
+        "        first = 'read'\n"
+        "    except RowTooLarge:\n"
+        "        first = 'too large'\n"
+        "    rows = pa.Table.from_batches(list(reader.batches(table, block_size=16 * CSV_BLOCK))).num_rows\n"
+        "    count = reader.query('SELECT count(*) FROM blobs')[0][0]\n"
+        "print(json.dumps({'first': first, 'rows': rows, 'count': count}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), str(script), url],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": f"{LAYER}:{ROOT}"},
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"first": "too large", "rows": 100_001, "count": 100_001}
+
+
+def test_a_server_error_during_copy_is_reported(postgres: PostgresServer) -> None:
+    dsn = _create_blobs(postgres.create_database("transport_error"))
+    _fill_with_big_first_row(dsn, 20_000)
+    database = open_database(dsn.replace("postgresql://", "postgresql+psycopg://"))
+    with database.snapshot() as reader, pytest.raises(Exception, match="division by zero"):
+        for _ in reader.batches(blobs_table(), "WHERE 1 / (id - 15000) IS NOT NULL", block_size=16 * CSV_BLOCK):
+            pass
+
+
+def test_parquet_row_groups_are_gathered_and_bounded(tmp_path: Path) -> None:
+    schema = pa.schema([("id", pa.int64()), ("text", pa.string())])
+    batches = [
+        pa.record_batch([pa.array(range(i * 1000, (i + 1) * 1000)), pa.array(["y" * 500] * 1000)], schema=schema)
+        for i in range(100)
+    ]  # 100 batches of ~0.5 MB
+    path = tmp_path / "t.parquet"
+    rows = backup.write_parquet(path, schema, backup._row_groups(iter(batches)))
+    metadata = pq.ParquetFile(path).metadata
+    assert rows == metadata.num_rows == 100_000
+    total = sum(b.nbytes for b in batches)
+    assert 2 <= metadata.num_row_groups <= total // backup.ROW_GROUP_BYTES + 1
+    assert pq.read_table(path).column("id").to_pylist() == list(range(100_000))
+
+
+def test_a_failing_parquet_writer_fails_the_table_without_hanging(tmp_path: Path) -> None:
+    schema = pa.schema([("id", pa.int64())])
+    wrong = pa.table({"id": pa.array(["not a number"])})
+    good = pa.table({"id": pa.array(range(10), pa.int64())})
+    groups = iter([good, wrong, good, good, good])
+    with pytest.raises((pa.ArrowInvalid, ValueError)):
+        backup.write_parquet(tmp_path / "t.parquet", schema, groups)
