@@ -372,6 +372,12 @@ def op_naive_in(spec: dict[str, Any]) -> dict[str, Any]:
     return {"rows": rows}
 
 
+def _arrow_pool() -> str:
+    import pyarrow as pa  # noqa: PLC0415 - imported by the engine already
+
+    return str(pa.default_memory_pool().backend_name)
+
+
 def op_ours_backup(spec: dict[str, Any]) -> dict[str, Any]:
     from mwaa_control.metadata.backup import BackupEngine, BackupRequest  # noqa: PLC0415 - only this child needs it
     from mwaa_control.metadata.database import open_database  # noqa: PLC0415
@@ -386,6 +392,7 @@ def op_ours_backup(spec: dict[str, Any]) -> dict[str, Any]:
         "rows": sum(t.rows for t in manifest.tables.values()),
         "bytes": sum(f.bytes for t in manifest.tables.values() for f in t.files),
         "sealed": manifest.sealed_values,
+        "arrow_pool": _arrow_pool(),
     }
 
 
@@ -819,6 +826,7 @@ def _report(
     for label, ok in verdicts:
         print(f"{_verdict(ok)}  {label}")
     print(f"(output MB: raw COPY csv, our Parquet+zstd backup, naive csv; working files under {work})")
+    print(f"(Arrow memory pool of the backup: {results['ours-backup'].extra.get('arrow_pool', '?')})")
 
 
 def _profile(bench: Bench, source: dict[str, int]) -> None:

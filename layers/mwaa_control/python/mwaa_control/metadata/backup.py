@@ -41,6 +41,7 @@ from mwaa_control.metadata.manifest import (
     backup_prefix,
     new_backup_id,
 )
+from mwaa_control.metadata.memory import with_lean_arrow_memory
 from mwaa_control.metadata.schema import Schema, Table
 from mwaa_control.metadata.sealing import KeyService, Sealer, fernet_decrypt, fernet_from
 from mwaa_control.metadata.store import BackupStore, scratch_dir
@@ -120,6 +121,7 @@ class BackupEngine:
         self.database = database
         self.store = store
 
+    @with_lean_arrow_memory
     def backup(self, request: BackupRequest) -> Manifest:
         backup_id = request.backup_id or new_backup_id(request.clock())
         prefix = backup_prefix(request.environment, backup_id)

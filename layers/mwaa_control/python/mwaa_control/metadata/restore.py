@@ -39,6 +39,7 @@ from mwaa_control.metadata.manifest import (
     TableRestore,
     backup_prefix,
 )
+from mwaa_control.metadata.memory import with_lean_arrow_memory
 from mwaa_control.metadata.schema import ARROW_TYPES, Kind, Schema, Table
 from mwaa_control.metadata.sealing import PREFIX as SEALED_PREFIX
 from mwaa_control.metadata.sealing import Envelope, KeyService, Sealer, fernet_from
@@ -105,6 +106,7 @@ class RestoreEngine:
         self.database = database
         self.store = store
 
+    @with_lean_arrow_memory
     def restore(self, request: RestoreRequest) -> RestoreReport:
         started = request.clock()
         manifest = load_manifest(self.store, request.environment, request.backup_id)
