@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import subprocess
 from pathlib import Path
 
@@ -198,3 +199,56 @@ def test_a_failing_parquet_writer_fails_the_table_without_hanging(tmp_path: Path
     groups = iter([good, wrong, good, good, good])
     with pytest.raises((pa.ArrowInvalid, ValueError)):
         backup.write_parquet(tmp_path / "t.parquet", schema, groups)
+
+
+def test_junk_under_null_slots_is_ignored() -> None:
+    """Arrow leaves the bytes under a null slot unspecified; they must not leak into values."""
+    data = b"\\x00ffzz\\x" + b"\\x0102"
+    offsets = pa.array([0, 6, 10, 16], pa.int32())  # the middle slot is null and spans junk
+    validity = pa.array([True, False, True]).buffers()[1]
+    column = pa.Array.from_buffers(pa.string(), 3, [validity, offsets.buffers()[1], pa.py_buffer(data)], null_count=1)
+    assert _hex_to_binary(column).to_pylist() == [b"\x00\xff", None, b"\x01\x02"]
+    raw = pa.Array.from_buffers(pa.binary(), 3, [validity, offsets.buffers()[1], pa.py_buffer(data)], null_count=1)
+    hexed = _binary_to_hex(raw)
+    assert hexed.to_pylist() == ["\\x" + data[:6].hex(), None, "\\x" + data[10:].hex()]
+    assert _hex_to_binary(hexed.cast(pa.string())).to_pylist() == [data[:6], None, data[10:]]
+
+
+def test_a_reader_that_stops_early_cancels_the_copy(postgres: PostgresServer) -> None:
+    """Any stop other than a row too large cancels the COPY instead of reading the whole table: the
+    snapshot's transaction is then aborted, which is fine, because the backup is failing."""
+    dsn = _create_blobs(postgres.create_database("transport_stop"))
+    _fill_with_big_first_row(dsn, 100_000)
+    database = open_database(dsn.replace("postgresql://", "postgresql+psycopg://"))
+    with pytest.raises(psycopg.errors.InFailedSqlTransaction), database.snapshot() as reader:
+        batches = reader.batches(blobs_table(), "WHERE id > 0", block_size=CSV_BLOCK)
+        next(batches)
+        batches.close()  # type: ignore[attr-defined]
+        reader.query("SELECT 1")
+
+
+def test_a_copy_that_cannot_start_reports_why(postgres: PostgresServer) -> None:
+    dsn = _create_blobs(postgres.create_database("transport_start"))
+    database = open_database(dsn.replace("postgresql://", "postgresql+psycopg://"))
+    with pytest.raises(MetadataError, match="does not exist"), database.snapshot() as reader:
+        list(reader.batches(blobs_table(), "WHERE nope = 1"))
+
+
+def test_copy_works_with_descriptor_numbers_above_1024(postgres: PostgresServer) -> None:
+    """select(2) refuses descriptors >= 1024; a busy Airflow worker has that many open."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit of open files is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200) if soft != resource.RLIM_INFINITY else soft, hard))
+    dsn = _create_blobs(postgres.create_database("transport_fds"))
+    _fill_with_big_first_row(dsn, 1000)
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        database = open_database(dsn.replace("postgresql://", "postgresql+psycopg://"))
+        with database.snapshot() as reader:
+            rows = sum(b.num_rows for b in reader.batches(blobs_table(), block_size=16 * CSV_BLOCK))
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert rows == 1001

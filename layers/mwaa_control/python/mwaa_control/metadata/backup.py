@@ -247,7 +247,7 @@ class BackupEngine:
                         # read the table again, inside the same snapshot, with larger blocks.
                         if block >= MAX_CSV_BLOCK:
                             raise
-                        block *= 16
+                        block = min(block * 16, MAX_CSV_BLOCK)  # Arrow's block size is an int32
                     finally:
                         _close(batches)
                 sealed_count += counter[0]

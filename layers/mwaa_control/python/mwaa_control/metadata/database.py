@@ -246,15 +246,45 @@ def _driver(raw: Any) -> Any:
     return getattr(raw, "driver_connection", None) or getattr(raw, "dbapi_connection", None) or raw.connection
 
 
+class _Readable:
+    """Waits until a socket has data, up to a second at a time: libpq over TLS may hold decrypted
+    bytes the socket no longer signals, so the caller reads again after every wait."""
+
+    def __init__(self, fd: int) -> None:
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+
+    def wait(self) -> None:
+        self._poll.poll(1000)
+
+
+def _wait_result(pgconn: Any) -> None:
+    """Until libpq holds a whole result: PQgetResult would otherwise block holding the GIL."""
+    writable = select.poll()
+    writable.register(pgconn.socket, select.POLLOUT)
+    while pgconn.flush():
+        writable.poll(1000)
+    readable = _Readable(pgconn.socket)
+    while True:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            return
+        readable.wait()
+
+
 def _results_done(pgconn: Any) -> None:
-    while pgconn.get_result() is not None:
-        pass
+    while True:
+        _wait_result(pgconn)
+        if pgconn.get_result() is None:
+            return
 
 
 class _Spool:
-    """Where a COPY thread writes. If the reader stops early (an error, a row too large for the
-    parser's block), the rest of the COPY is read and dropped: stopping a COPY midway cancels the
-    statement, which would abort the snapshot's transaction (and the table's second reading)."""
+    """Where a COPY thread writes: the pipe to the parser. Once the parser has stopped, what is left
+    of the COPY is dropped, so the driver never sees a failed write and leaves its connection in a
+    sane state. The reader then either lets the COPY run out (a row too large for the parser's
+    block: the snapshot's transaction must survive to read the table again) or cancels it (any other
+    stop: the backup is failing, and a large table would take minutes to run out)."""
 
     def __init__(self, fd: int) -> None:
         self._out = os.fdopen(fd, "wb", buffering=1 << 20)
@@ -276,6 +306,16 @@ class _Spool:
 def _offsets(array: pa.Array, kind: pa.DataType) -> pa.Array:
     """The n + 1 value offsets of a string or binary array, wherever it was sliced."""
     return pa.Array.from_buffers(kind, len(array) + 1, [None, array.buffers()[1]], offset=array.offset)
+
+
+def _validity(array: pa.Array) -> pa.Buffer | None:
+    """A validity bitmap starting at bit 0, whatever the array's own offset (is_valid builds one)."""
+    if array.null_count == 0:
+        return None
+    valid = pc.is_valid(array)
+    if valid.offset != 0:  # not so in any pyarrow we know of; refuse rather than shift the nulls
+        raise MetadataError("pyarrow returned a sliced validity bitmap; cannot convert bytea safely")
+    return valid.buffers()[1]
 
 
 def _hex_to_binary(column: pa.Array) -> pa.Array:
@@ -303,7 +343,7 @@ def _hex_to_binary(column: pa.Array) -> pa.Array:
     return pa.Array.from_buffers(
         pa.binary(),
         len(digits),
-        [pc.is_valid(digits).buffers()[1], halved.buffers()[1], pa.py_buffer(decoded)],
+        [_validity(digits), halved.buffers()[1], pa.py_buffer(decoded)],
         null_count=digits.null_count,
     )
 
@@ -322,7 +362,7 @@ def _binary_to_hex(column: pa.Array) -> pa.Array:
     hexed = pa.Array.from_buffers(
         pa.large_string(),
         len(values),
-        [pc.is_valid(values).buffers()[1], doubled.buffers()[1], pa.py_buffer(digits)],
+        [_validity(values), doubled.buffers()[1], pa.py_buffer(digits)],
         null_count=values.null_count,
     )
     marker, nothing = pa.scalar("\\x", pa.large_string()), pa.scalar("", pa.large_string())
@@ -421,31 +461,52 @@ class PostgresSession:
     def _copy_out_libpq(self, sql: str, spool: Any) -> None:
         """COPY OUT on psycopg 3's low-level `pgconn` (libpq's calls, documented for what psycopg does
         not wrap). `Copy` hands out each row through several Python frames, and PostgreSQL sends a
-        message per row: for a million rows that costs more CPU than parsing them."""
+        message per row: for a million rows that costs more CPU than parsing them. Every libpq call
+        here is non-blocking (a blocking one would hold the GIL); waits are poll(2), which takes any
+        descriptor number and releases the GIL."""
         from psycopg import pq  # noqa: PLC0415 - absent on Airflow 2 workers (psycopg2)
 
         pgconn = self._driver.pgconn
         pgconn.send_query(sql.encode())
+        _wait_result(pgconn)
         started = pgconn.get_result()
         if started is None or started.status != pq.ExecStatus.COPY_OUT:
             _results_done(pgconn)
             message = started.error_message.decode(errors="replace") if started is not None else "no result"
             raise MetadataError(f"COPY did not start: {message.strip()}")
-        get, write, socket = pgconn.get_copy_data, spool.write, pgconn.socket
-        while True:
-            size, data = get(1)  # without blocking: a blocking call would hold the GIL
-            if size > 0:
-                write(data)
-            elif size == 0:
-                select.select([socket], [], [])
-                pgconn.consume_input()
-            else:
-                break
+        try:
+            get, write, readable = pgconn.get_copy_data, spool.write, _Readable(pgconn.socket)
+            while True:
+                size, data = get(1)
+                if size > 0:
+                    write(data)
+                elif size == 0:
+                    readable.wait()
+                    pgconn.consume_input()
+                else:
+                    break
+        except BaseException:
+            # Never leave the connection inside a COPY: cancel it and read it to its end, so the
+            # rollback that follows works and reports this error, not "another command is in progress".
+            with contextlib.suppress(Exception):
+                pgconn.get_cancel().cancel()
+                while pgconn.get_copy_data(1)[0] >= 0:
+                    readable.wait()
+                    pgconn.consume_input()
+                _wait_result(pgconn)
+                _results_done(pgconn)
+            raise
+        _wait_result(pgconn)
         finished = pgconn.get_result()
         _results_done(pgconn)
         if finished is None or finished.status != pq.ExecStatus.COMMAND_OK:
             message = finished.error_message.decode(errors="replace") if finished is not None else "no result"
             raise MetadataError(f"COPY failed: {message.strip()}")
+
+    def cancel(self) -> None:
+        """Ask the server to stop the statement running on this connection (from any thread)."""
+        with contextlib.suppress(Exception):
+            self._driver.cancel()
 
     def _copy_in(self, sql: str, chunks: Iterator[bytes]) -> None:
         """One COPY per table, fed chunk by chunk: the server loads while the next chunk is made."""
@@ -484,8 +545,9 @@ class PostgresSession:
         read_end, write_end = os.pipe()
         failure: list[BaseException] = []
 
+        spool = _Spool(write_end)
+
         def produce() -> None:
-            spool = _Spool(write_end)
             try:
                 self._copy_out(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", spool)
             except BaseException as error:  # re-raised in the reading thread
@@ -495,18 +557,26 @@ class PostgresSession:
 
         producer = threading.Thread(target=produce, name=f"copy-{table.name}", daemon=True)
         producer.start()
+        finished = False
         with os.fdopen(read_end, "rb", buffering=1 << 20) as source:
             try:
                 yield from self._parse(source, table, schema, csv_types, block_size)
+                finished = True
             except pa.ArrowInvalid as error:
-                source.close()
-                producer.join()
-                if failure:  # the server's error explains the parser's
-                    raise failure[0] from error
                 if "straddl" in str(error):
+                    # Let the COPY run out (dropped), so this snapshot can read the table again.
+                    source.close()
+                    producer.join()
+                    finished = True
+                    if failure:  # the server failed first: its error is the one to report
+                        raise failure[0] from error
                     raise RowTooLarge(f"{table.name}: a row is larger than {block_size} bytes") from error
+                if failure:  # the server failed first (its error is recorded before the pipe closes)
+                    raise failure[0] from error
                 raise MetadataError(f"{table.name}: cannot parse PostgreSQL's COPY output: {error}") from error
             finally:
+                if not finished and producer.is_alive():
+                    self.cancel()  # stopped early for another reason: do not read the rest
                 source.close()
                 producer.join()
         if failure:

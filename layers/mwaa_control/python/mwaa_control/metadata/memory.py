@@ -7,8 +7,9 @@ the same speed.
 
 Arrow picks its process-wide default pool once, from `ARROW_DEFAULT_MEMORY_POOL`, when pyarrow is
 first imported, and its C++ parts (Parquet's column encoders) allocate from that default whatever
-pyarrow is told later. So importing this package asks for jemalloc, unless the variable is already
-set or pyarrow was imported first; `lean_arrow_memory` then switches what pyarrow itself allocates
+pyarrow is told later. So importing this package imports pyarrow with the variable set to jemalloc
+(and unset again, so child processes are not affected), unless it is already set or pyarrow was
+imported first; `lean_arrow_memory` then switches what pyarrow itself allocates
 for the duration of a backup or restore and puts the previous default back.
 """
 
@@ -21,14 +22,21 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import ParamSpec, TypeVar
 
+VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 def prefer_jemalloc() -> None:
     # Linux wheels of pyarrow include jemalloc; elsewhere Arrow would warn and use its default.
-    if sys.platform.startswith("linux") and "pyarrow" not in sys.modules:
-        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+    if not sys.platform.startswith("linux") or "pyarrow" in sys.modules or VARIABLE in os.environ:
+        return
+    os.environ[VARIABLE] = "jemalloc"
+    try:
+        import pyarrow  # noqa: F401, PLC0415 - Arrow reads the variable now, once
+    finally:
+        # Processes this one starts (an Airflow task's subprocesses) keep their own defaults.
+        del os.environ[VARIABLE]
 
 
 @contextlib.contextmanager
