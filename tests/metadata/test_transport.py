@@ -21,6 +21,7 @@ from localcloud.postgres import PostgresServer
 from mwaa_control.metadata import backup
 from mwaa_control.metadata.database import (
     CSV_BLOCK,
+    PostgresSession,
     RowTooLarge,
     _binary_to_hex,
     _hex_to_binary,
@@ -252,3 +253,29 @@ def test_copy_works_with_descriptor_numbers_above_1024(postgres: PostgresServer)
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert rows == 1001
+
+
+class _FailingSink:
+    """A spool that fails after some rows, the way a full disk would."""
+
+    def __init__(self, rows: int) -> None:
+        self.left = rows
+
+    def write(self, data: object) -> int:
+        self.left -= 1
+        if self.left < 0:
+            raise OSError(28, "No space left on device")
+        return 0
+
+
+def test_an_error_inside_the_copy_loop_leaves_the_connection_usable(postgres: PostgresServer) -> None:
+    """The COPY is cancelled and read out: what follows on the connection runs (and finds the
+    transaction aborted by the cancel), instead of failing with "another command is in progress"."""
+    dsn = _create_blobs(postgres.create_database("transport_loop_error"))
+    _fill_with_big_first_row(dsn, 100_000)
+    database = open_database(dsn.replace("postgresql://", "postgresql+psycopg://"))
+    with pytest.raises(psycopg.errors.InFailedSqlTransaction), database.snapshot() as reader:
+        assert isinstance(reader, PostgresSession)
+        with pytest.raises(OSError, match="No space left"):
+            reader._copy_out_libpq("COPY blobs TO STDOUT WITH (FORMAT csv)", _FailingSink(100))
+        reader.query("SELECT 1")

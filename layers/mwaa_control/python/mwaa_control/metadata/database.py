@@ -490,9 +490,10 @@ class PostgresSession:
             # rollback that follows works and reports this error, not "another command is in progress".
             with contextlib.suppress(Exception):
                 pgconn.get_cancel().cancel()
-                while pgconn.get_copy_data(1)[0] >= 0:
-                    readable.wait()
-                    pgconn.consume_input()
+                while (size := pgconn.get_copy_data(1)[0]) >= 0:
+                    if size == 0:
+                        readable.wait()
+                        pgconn.consume_input()
                 _wait_result(pgconn)
                 _results_done(pgconn)
             raise
