@@ -30,7 +30,7 @@ from mwaa_control.metadata.errors import (
     SchemaMismatch,
     SealingError,
 )
-from mwaa_control.metadata.manifest import backup_prefix
+from mwaa_control.metadata.manifest import Manifest, backup_prefix
 from mwaa_control.metadata.restore import RestoreEngine, RestoreRequest
 from mwaa_control.metadata.sealing import KmsKeyService
 from mwaa_control.metadata.store import LocalStore
@@ -124,14 +124,19 @@ def test_secrets_without_a_kms_key_are_refused(templates: Templates, tmp_path: P
         BackupEngine(open_database(env.url), env.store).backup(BackupRequest("etl-prod", None, env.fernet))
 
 
-def test_restore_into_another_airflow_version_changes_nothing(templates: Templates, tmp_path: Path, kms: Any) -> None:
-    source = _env(templates.v292, tmp_path, "src", kms)
+def _backed_up(source_template: Path, target_template: Path, tmp: Path, kms: Any) -> tuple[Env, Manifest, Env, bytes]:
+    """A populated source backed up, and a target sharing its store, dumped before any restore."""
+    source = _env(source_template, tmp, "src", kms)
     _populate(source)
     manifest = BackupEngine(open_database(source.url), source.store).backup(
         BackupRequest("etl-prod", source.keys, source.fernet)
     )
-    target = _env(templates.v211, tmp_path, "dst", kms, source.store)
-    before = target.dump()
+    target = _env(target_template, tmp, "dst", kms, source.store)
+    return source, manifest, target, target.dump()
+
+
+def test_restore_into_another_airflow_version_changes_nothing(templates: Templates, tmp_path: Path, kms: Any) -> None:
+    source, manifest, target, before = _backed_up(templates.v292, templates.v211, tmp_path, kms)
     with pytest.raises(SchemaMismatch, match="same Airflow version"):
         RestoreEngine(open_database(target.url), source.store).restore(
             RestoreRequest("etl-prod", manifest.backup_id, source.keys, target.fernet)
@@ -140,13 +145,7 @@ def test_restore_into_another_airflow_version_changes_nothing(templates: Templat
 
 
 def test_corrupt_backup_and_missing_keys_are_refused(templates: Templates, tmp_path: Path, kms: Any) -> None:
-    source = _env(templates.v211, tmp_path, "src", kms)
-    _populate(source)
-    manifest = BackupEngine(open_database(source.url), source.store).backup(
-        BackupRequest("etl-prod", source.keys, source.fernet)
-    )
-    target = _env(templates.v211, tmp_path, "dst", kms, source.store)
-    before = target.dump()
+    source, manifest, target, before = _backed_up(templates.v211, templates.v211, tmp_path, kms)
     restore = RestoreEngine(open_database(target.url), source.store)
     with pytest.raises(RestoreRefused, match="Fernet key"):
         restore.restore(RestoreRequest("etl-prod", manifest.backup_id, source.keys, None))
