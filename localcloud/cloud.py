@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any, Self
 
 import boto3
+from botocore.exceptions import ClientError
 from botocore.handlers import BUILTIN_HANDLERS
 from moto import mock_aws
 from moto.ec2.exceptions import InvalidSubnetIdError
@@ -17,13 +18,16 @@ from moto.ec2.models import ec2_backends
 
 from localcloud.clock import ManualClock
 from localcloud.eventbus import TemplateEventRouter
-from localcloud.lambdas import LocalLambda
+from localcloud.iam import AccessDenied, Deployment, FunctionPermissions, Renderer
+from localcloud.lambdas import CURRENT_FUNCTION, LocalLambda
 from localcloud.mwaa.emulator import MwaaEmulator, Timings
 from localcloud.mwaa.http import EmulatorWebTransport, MwaaHttpFrontend
-from localcloud.template import ROOT, functions, load_template, resources_of_type
+from localcloud.template import ROOT, FunctionSpec, functions, load_template, resources_of_type
 from mwaa_control.airflow.transport import set_default_transport
 
 HOME_ACCOUNT = "123456789012"
+# The error code each service answers a refused call with.
+_DENIED = {"ec2": "UnauthorizedOperation", "dynamodb": "AccessDeniedException", "sts": "AccessDenied"}
 
 
 class LocalCloud:
@@ -79,7 +83,20 @@ class LocalCloud:
         self._deploy_resources()
         self._deploy_state_machines()
         self._set_env({**self._function_environment(), **self.environment_overrides})
-        self.events = TemplateEventRouter(functions(self.template), self.client("lambda"), home_account=self.account)
+        self.deployment = Deployment(
+            self.template,
+            stack_name=self.stack_name,
+            account=self.account,
+            region=self.region,
+            parameters=self.parameters,
+            physical={k: v for k, v in self.physical.items() if not v.startswith(("arn:", "https:"))},
+        )
+        self.iam = FunctionPermissions(self.deployment, CURRENT_FUNCTION, ec2_lookup=self._endpoint_facts)
+        for service in _DENIED:
+            self._install(f"before-parameter-build.{service}", self._authorize)
+        if hasattr(self.emulator, "authorize"):
+            self.emulator.authorize = self.iam.allows
+        self.events = TemplateEventRouter(self.rendered_functions(), self.client("lambda"), home_account=self.account)
         self.emulator.subscribe(self.events.publish)
         return self
 
@@ -188,6 +205,30 @@ class LocalCloud:
                     raise ValueError(f"functions disagree on environment variable {key}")
                 merged[key] = value
         return merged
+
+    def rendered_functions(self) -> dict[str, FunctionSpec]:
+        """The functions with their rule patterns as CloudFormation renders them (account filters)."""
+        renderer = Renderer(self.deployment)
+        specs = functions(self.template)
+        for spec in specs.values():
+            spec.event_patterns = {k: renderer.render(v) for k, v in spec.event_patterns.items()}
+        return specs
+
+    def _authorize(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        """botocore before-parameter-build: a call from inside a handler needs its function's IAM."""
+        service = model.service_model.endpoint_prefix
+        try:
+            self.iam.check(service, model.name, params)
+        except AccessDenied as denied:
+            code = _DENIED.get(service, "AccessDenied")
+            raise ClientError({"Error": {"Code": code, "Message": str(denied)}}, model.name) from None
+
+    def _endpoint_facts(self, endpoint_id: str) -> tuple[str, dict[str, str]]:
+        for account in list(ec2_backends.keys()):
+            endpoint = ec2_backends[account][self.region].vpc_end_points.get(endpoint_id)
+            if endpoint is not None:
+                return str(endpoint.service_name), {t["key"]: t["value"] for t in endpoint.get_tags()}
+        return "", {}
 
     # --- moto lookups the emulator needs (MWAA sees every account's shared subnets) --------
     def _subnets(self, region: str, subnet_ids: list[str]) -> list[dict[str, str]]:

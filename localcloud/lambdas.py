@@ -15,6 +15,7 @@ import threading
 import traceback
 import uuid
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -24,6 +25,10 @@ from botocore.awsrequest import AWSResponse
 from botocore.response import StreamingBody
 
 from localcloud.template import FunctionSpec
+
+# The function whose handler is running on this thread: the local IAM checks its calls against
+# that function's policies in template.yaml.
+CURRENT_FUNCTION: ContextVar[str | None] = ContextVar("localcloud_current_function", default=None)
 
 
 @dataclass
@@ -93,11 +98,14 @@ class LocalLambda:
         )
         record = Invocation(function=logical_id, event=event)
         self.invocations.append(record)
+        running = CURRENT_FUNCTION.set(logical_id)
         try:
             record.result = handler(event, context)
         except Exception as error:
             record.error = type(error).__name__
             raise
+        finally:
+            CURRENT_FUNCTION.reset(running)
         return record.result
 
     def before_call(self, model: Any, params: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]]:

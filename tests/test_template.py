@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from localcloud.eventbus import rule_matches
+from localcloud.iam import Deployment, Renderer, principal_statements
 from localcloud.template import ROOT, functions, load_template, resources_of_type
 from mwaa_control.metadata.manifest import backup_prefix
 from tests.conftest import load_event
@@ -24,17 +25,18 @@ LOG_DELIVERY = {
 
 
 def statements(template: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every identity-policy statement the stack grants, rendered."""
+    deployment = Deployment(template)
     found = []
     for policy in resources_of_type(template, "AWS::IAM::ManagedPolicy").values():
         found += policy["Properties"]["PolicyDocument"]["Statement"]
-    serverless = {
-        **resources_of_type(template, "AWS::Serverless::Function"),
-        **resources_of_type(template, "AWS::Serverless::StateMachine"),
-    }
-    for function in serverless.values():
-        for policy in function["Properties"].get("Policies", []):
-            if isinstance(policy, dict) and "Statement" in policy:
-                found += policy["Statement"]
+    principals = (
+        *resources_of_type(template, "AWS::Serverless::Function"),
+        *resources_of_type(template, "AWS::Serverless::StateMachine"),
+        *resources_of_type(template, "AWS::IAM::Role"),
+    )
+    for logical_id in principals:
+        found += principal_statements(deployment, logical_id)
     return found
 
 
@@ -42,6 +44,7 @@ def test_no_destructive_action_is_allowed_on_everything_without_a_condition() ->
     for statement in statements(load_template()):
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        resources = [r if isinstance(r, str) else str(r) for r in resources]
         for action in actions:
             verb = action.split(":", 1)[1]
             assert verb != "*", action
@@ -49,19 +52,17 @@ def test_no_destructive_action_is_allowed_on_everything_without_a_condition() ->
                 assert "*" not in resources, f"{action} on {resources}"
 
 
-def test_endpoint_creation_and_deletion_are_tag_scoped() -> None:
-    by_sid = {s["Sid"]: s for s in statements(load_template())}
-    assert "aws:RequestTag/mwaa-control:managed-by" in by_sid["CreateOnlyTaggedEndpoints"]["Condition"]["StringEquals"]
-    assert "aws:ResourceTag/mwaa-control:managed-by" in by_sid["DeleteOnlyOwnEndpoints"]["Condition"]["StringEquals"]
-    assert by_sid["TagOnlyOnCreate"]["Condition"]["StringEquals"]["ec2:CreateAction"] == "CreateVpcEndpoint"
-    assert "ec2:VpceServiceName" in by_sid["AmendOnlySqsEndpointPolicies"]["Condition"]["StringEquals"]
-
-
-def test_the_deployed_rule_matches_mwaa_status_events_only() -> None:
-    [pattern] = functions(load_template())["EndpointManagerFunction"].event_patterns.values()
-    assert rule_matches(pattern, load_event("mwaa_status_pending.json"))
-    assert rule_matches(pattern, load_event("mwaa_status_deleted.json"))
-    assert not rule_matches(pattern, load_event("foreign_ec2_state_change.json"))
+def test_the_deployed_rule_matches_mwaa_status_events_of_configured_accounts_only() -> None:
+    for participants in ("", "111111111111,222222222222"):
+        deployment = Deployment(load_template(), parameters={"ParticipantAccountIds": participants})
+        [raw] = functions(load_template())["EndpointManagerFunction"].event_patterns.values()
+        pattern = Renderer(deployment).render(raw)
+        own = load_event("mwaa_status_pending.json")
+        assert rule_matches(pattern, {**own, "account": deployment.account})
+        assert rule_matches(pattern, load_event("mwaa_status_deleted.json") | {"account": deployment.account})
+        assert not rule_matches(pattern, load_event("foreign_ec2_state_change.json"))
+        assert not rule_matches(pattern, {**own, "account": "333333333333"})
+        assert rule_matches(pattern, {**own, "account": "111111111111"}) is bool(participants)
 
 
 def test_every_function_has_its_handler_and_a_makefile_build_target() -> None:
@@ -105,7 +106,8 @@ def test_metadata_backups_are_private_versioned_and_encrypted_with_their_own_key
     assert bucket["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     assert any("NoncurrentVersionExpiration" in r for r in bucket["LifecycleConfiguration"]["Rules"])
     assert "BucketName" not in bucket  # generated from the stack name: two stacks never collide
-    [deny] = resources["MetadataBackupBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    bucket_policy = resources["MetadataBackupBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    [deny] = [s for s in bucket_policy if s["Sid"] == "DenyInsecureTransport"]
     assert deny["Effect"] == "Deny"
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     workgroup = resources["MetadataWorkGroup"]["Properties"]["WorkGroupConfiguration"]

@@ -1,0 +1,296 @@
+"""The stack's IAM, evaluated: what the functions, the MWAA execution roles and the participant
+roles may do, and what they are refused (localcloud.iam renders template.yaml and participant.yaml
+as CloudFormation would and evaluates requests as IAM does)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from localcloud.iam import Deployment, Renderer, Request, is_allowed, principal_statements, resource_policy
+from localcloud.template import ROOT, load_template
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+PARTICIPANTS = ("111111111111", "222222222222")
+MWAA_SERVICE = f"com.amazonaws.vpce.{REGION}.vpce-svc-0a1b2c3d4e5f60718"
+SECRETS_SERVICE = f"com.amazonaws.{REGION}.secretsmanager"
+SQS_SERVICE = f"com.amazonaws.{REGION}.sqs"
+ENDPOINT = f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-endpoint/vpce-0123456789abcdef0"
+STACK = "mwaa-control"
+
+
+def deployment(**parameters: str) -> Deployment:
+    return Deployment(load_template(), stack_name=STACK, account=ACCOUNT, region=REGION, parameters=parameters)
+
+
+SHARED = deployment(ParticipantAccountIds=",".join(PARTICIPANTS), ParticipantRoleName="mwaa-control-reader")
+
+
+def may(principal: str, action: str, resource: str = "*", d: Deployment = SHARED, **context: Any) -> bool:
+    return is_allowed(principal_statements(d, principal), Request(action, resource, context))
+
+
+# --- the evaluator itself -------------------------------------------------------------------------
+def test_the_evaluator_follows_iam_semantics() -> None:
+    statements = [
+        {"Effect": "Allow", "Action": "s3:Get*", "Resource": "arn:aws:s3:::b/${aws:PrincipalTag/team}/*"},
+        {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/x/secret"},
+        {
+            "Effect": "Allow",
+            "Action": "dynamodb:GetItem",
+            "Resource": "*",
+            "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["a#*"]}},
+        },
+        {
+            "Effect": "Allow",
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+            "Condition": {"StringEqualsIfExists": {"k": "v"}},
+        },
+    ]
+    tag = {"aws:PrincipalTag/team": "x"}
+    assert is_allowed(statements, Request("S3:GETOBJECT", "arn:aws:s3:::b/x/file", tag))  # actions ignore case
+    assert not is_allowed(statements, Request("s3:GetObject", "arn:aws:s3:::b/y/file", tag))
+    assert not is_allowed(statements, Request("s3:GetObject", "arn:aws:s3:::b/x/file"))  # no tag: no match
+    assert not is_allowed(statements, Request("s3:GetObject", "arn:aws:s3:::b/x/secret", tag))  # deny wins
+    assert not is_allowed(statements, Request("s3:PutObject", "arn:aws:s3:::b/x/file", tag))
+    assert is_allowed(statements, Request("dynamodb:GetItem", context={"dynamodb:LeadingKeys": ["a#1"]}))
+    assert not is_allowed(statements, Request("dynamodb:GetItem", context={"dynamodb:LeadingKeys": ["a#1", "b#2"]}))
+    assert is_allowed(statements, Request("kms:Decrypt"))  # IfExists: absent key passes
+    assert not is_allowed(statements, Request("kms:Decrypt", context={"k": "w"}))
+
+
+# --- endpoint automation ----------------------------------------------------------------------------
+ENDPOINTS = "EndpointManagerFunction"
+
+
+def _create_requests(service: str, tags: dict[str, str]) -> list[Request]:
+    request_tags: dict[str, Any] = {f"aws:RequestTag/{k}": v for k, v in tags.items()}
+    vpc_endpoint = {**request_tags, "ec2:VpceServiceName": service}
+    return [
+        Request("ec2:CreateVpcEndpoint", f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/vpc-1"),
+        Request("ec2:CreateVpcEndpoint", f"arn:aws:ec2:{REGION}:{ACCOUNT}:subnet/subnet-1"),
+        Request("ec2:CreateVpcEndpoint", f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/sg-1"),
+        Request("ec2:CreateVpcEndpoint", f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-endpoint/*", vpc_endpoint),
+        Request(
+            "ec2:CreateTags",
+            f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-endpoint/*",
+            {**request_tags, "ec2:CreateAction": "CreateVpcEndpoint"},
+        ),
+    ]
+
+
+def _allowed_all(requests: list[Request]) -> bool:
+    statements = principal_statements(SHARED, ENDPOINTS)
+    return all(is_allowed(statements, r) for r in requests)
+
+
+OURS = {
+    "mwaa-control:managed-by": STACK,
+    "mwaa-control:environment-arn": f"arn:aws:airflow:{REGION}:{ACCOUNT}:environment/etl",
+}
+
+
+def test_endpoints_are_created_only_for_mwaa_services_and_only_tagged_as_ours() -> None:
+    assert _allowed_all(_create_requests(MWAA_SERVICE, OURS))
+    assert not _allowed_all(_create_requests(SECRETS_SERVICE, OURS))
+    assert not _allowed_all(_create_requests(MWAA_SERVICE, {"Name": "x"}))
+    assert not _allowed_all(_create_requests(MWAA_SERVICE, {"mwaa-control:managed-by": "another-stack"}))
+
+
+@pytest.mark.parametrize(
+    ("service", "tags", "allowed"),
+    [
+        (MWAA_SERVICE, OURS, True),
+        (SECRETS_SERVICE, OURS, False),  # tagged as ours, but not an MWAA service
+        (MWAA_SERVICE, {}, False),  # an MWAA endpoint somebody else made
+        (MWAA_SERVICE, {"mwaa-control:managed-by": "another-stack"}, False),
+    ],
+)
+def test_only_our_mwaa_endpoints_can_be_deleted(service: str, tags: dict[str, str], allowed: bool) -> None:
+    context = {f"aws:ResourceTag/{k}": v for k, v in tags.items()} | {"ec2:VpceServiceName": service}
+    assert may(ENDPOINTS, "ec2:DeleteVpcEndpoints", ENDPOINT, **context) is allowed
+
+
+@pytest.mark.parametrize(
+    ("service", "tags", "allowed"),
+    [
+        (SQS_SERVICE, {"mwaa-control:amend-policy": STACK}, True),
+        (SQS_SERVICE, {}, False),  # the VPC owner did not opt this endpoint in
+        (SQS_SERVICE, {"mwaa-control:amend-policy": "another-stack"}, False),
+        (SECRETS_SERVICE, {"mwaa-control:amend-policy": STACK}, False),
+        (MWAA_SERVICE, OURS, False),
+    ],
+)
+def test_only_opted_in_sqs_endpoint_policies_can_be_modified(service: str, tags: dict[str, str], allowed: bool) -> None:
+    context = {f"aws:ResourceTag/{k}": v for k, v in tags.items()} | {"ec2:VpceServiceName": service}
+    assert may(ENDPOINTS, "ec2:ModifyVpcEndpoint", ENDPOINT, **context) is allowed
+
+
+def _assume(account: str, role: str = "mwaa-control-reader", d: Deployment = SHARED) -> bool:
+    arn = f"arn:aws:iam::{account}:role/{role}"
+    return may(ENDPOINTS, "sts:AssumeRole", arn, d, **{"aws:ResourceAccount": account})
+
+
+def test_roles_are_assumed_only_in_configured_participant_accounts() -> None:
+    assert _assume("111111111111") and _assume("222222222222")
+    assert not _assume("333333333333")
+    assert not _assume("111111111111", role="OrganizationAccountAccessRole")
+    assert not _assume("111111111111", d=deployment())  # single-account deployment: nowhere
+    assert not _assume("111111111111", d=deployment(ParticipantAccountIds="111111111111"))  # no role name
+
+
+def test_both_endpoint_functions_run_as_the_role_the_participants_trust() -> None:
+    assert principal_statements(SHARED, "EndpointReconcilerFunction") == principal_statements(SHARED, ENDPOINTS)
+    role = load_template()["Resources"]["EndpointAutomationRole"]["Properties"]
+    assert role["Path"] == {"Fn::Sub": "/mwaa-control/${AWS::StackName}/"}
+
+
+def test_the_state_table_is_split_by_key_prefix() -> None:
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-LockTable"
+    for key, allowed in (("lock#env", True), ("endpoint#vpce-1", True), ("callback#etl#1", False)):
+        assert may(ENDPOINTS, "dynamodb:PutItem", table, **{"dynamodb:LeadingKeys": [key]}) is allowed
+    for key, allowed in (("callback#etl#1", True), ("lock#env", False), ("endpoint#vpce-1", False)):
+        assert may("DagTriggerFunction", "dynamodb:PutItem", table, **{"dynamodb:LeadingKeys": [key]}) is allowed
+    assert not may("DagTriggerFunction", "dynamodb:GetItem", table, **{"dynamodb:LeadingKeys": ["callback#etl#1"]})
+
+
+# --- DAG invocation ----------------------------------------------------------------------------------
+def test_the_dag_trigger_calls_the_rest_api_as_airflow_user_only() -> None:
+    role = f"arn:aws:airflow:{REGION}:{ACCOUNT}:role/etl"
+    assert may("DagTriggerFunction", "airflow:InvokeRestApi", f"{role}/User")
+    for stronger in ("Admin", "Op"):
+        assert not may("DagTriggerFunction", "airflow:InvokeRestApi", f"{role}/{stronger}")
+    assert not may("DagTriggerFunction", "airflow:InvokeRestApi", f"arn:aws:airflow:{REGION}:{ACCOUNT}:environment/etl")
+    environment = f"arn:aws:airflow:{REGION}:{ACCOUNT}:environment/etl"
+    assert may("DagTriggerFunction", "airflow:CreateCliToken", environment)
+    assert not may("DagTriggerFunction", "airflow:DeleteEnvironment", environment)
+
+
+# --- MWAA execution roles ------------------------------------------------------------------------------
+BUCKET = f"{STACK}-MetadataBackupBucket"
+
+
+def _execution(action: str, resource: str, environment: str | None = "etl", **context: Any) -> bool:
+    """An MWAA execution role with EnvironmentExecutionPolicy attached (tagged with its environment,
+    unless None), as seen by the identity policy and the backup bucket's own policy together."""
+    tag = {"aws:PrincipalTag/mwaa-control:environment": environment} if environment else {}
+    caller = f"arn:aws:sts::{ACCOUNT}:assumed-role/{environment}-execution/airflow"
+    request = Request(action, resource, {**tag, **context, "aws:SecureTransport": "true"}, caller)
+    document = Renderer(SHARED).render(load_template()["Resources"]["EnvironmentExecutionPolicy"])
+    identity = document["Properties"]["PolicyDocument"]["Statement"]
+    bucket_denies = [
+        {**s, "Effect": "Allow"}
+        for s in resource_policy(SHARED, "MetadataBackupBucketPolicy", ["PolicyDocument"])
+        if s["Effect"] == "Deny"
+    ]
+    return is_allowed(identity, request) and not is_allowed(bucket_denies, request)
+
+
+def test_an_environment_role_writes_and_reads_only_its_own_backups() -> None:
+    own = f"arn:aws:s3:::{BUCKET}/backups/etl/20261121T213305Z-1a2b3c4d/manifest.json"
+    other = f"arn:aws:s3:::{BUCKET}/backups/reporting/20261121T213305Z-1a2b3c4d/manifest.json"
+    assert _execution("s3:PutObject", own) and _execution("s3:GetObject", own)
+    assert not _execution("s3:PutObject", other)
+    assert not _execution("s3:GetObject", other)
+    assert not _execution("s3:PutObject", own, environment=None)  # an untagged role gets nothing
+    assert _execution("s3:ListBucket", f"arn:aws:s3:::{BUCKET}", **{"s3:prefix": "backups/etl/"})
+    assert not _execution("s3:ListBucket", f"arn:aws:s3:::{BUCKET}", **{"s3:prefix": "backups/"})
+
+
+def test_the_bucket_policy_confines_tagged_roles_whatever_else_grants_them() -> None:
+    bucket_policy = resource_policy(SHARED, "MetadataBackupBucketPolicy", ["PolicyDocument"])
+    deny = next(s for s in bucket_policy if s.get("Sid") == "EnvironmentRolesWriteOnlyTheirOwnPrefix")
+    as_allow = [{**deny, "Effect": "Allow"}]
+    tag = {"aws:PrincipalTag/mwaa-control:environment": "etl"}
+    caller = f"arn:aws:sts::{ACCOUNT}:assumed-role/etl-execution/airflow"
+    other = f"arn:aws:s3:::{BUCKET}/backups/reporting/x"
+    own = f"arn:aws:s3:::{BUCKET}/backups/etl/x"
+    assert is_allowed(as_allow, Request("s3:PutObject", other, tag, caller))  # the deny applies
+    assert not is_allowed(as_allow, Request("s3:PutObject", own, tag, caller))
+    assert not is_allowed(as_allow, Request("s3:PutObject", other, {}, caller))  # untagged principals: untouched
+
+
+def test_an_environment_role_wraps_backup_keys_only_for_its_own_environment() -> None:
+    key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/MetadataBackupKey"
+    context = "kms:EncryptionContext:mwaa-control:environment"
+    for action in ("kms:GenerateDataKey", "kms:Decrypt"):
+        assert _execution(action, key, **{context: "etl"})
+        assert not _execution(action, key, **{context: "reporting"})
+        assert not _execution(action, key)  # no context: only S3's own use of the key
+        assert _execution(action, key, **{"kms:ViaService": f"s3.{REGION}.amazonaws.com"})
+
+
+def test_an_environment_role_resolves_only_its_own_callbacks() -> None:
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-LockTable"
+    assert _execution("dynamodb:GetItem", table, **{"dynamodb:LeadingKeys": ["callback#etl#0a1b"]})
+    assert _execution("dynamodb:DeleteItem", table, **{"dynamodb:LeadingKeys": ["callback#etl#0a1b"]})
+    assert not _execution("dynamodb:GetItem", table, **{"dynamodb:LeadingKeys": ["callback#reporting#0a1b"]})
+    assert not _execution("dynamodb:GetItem", table, **{"dynamodb:LeadingKeys": ["lock#etl"]})
+    assert not _execution("dynamodb:PutItem", table, **{"dynamodb:LeadingKeys": ["callback#etl#0a1b"]})
+
+
+# --- confused deputies -------------------------------------------------------------------------------
+def test_only_this_stacks_rule_dead_letters_into_the_queue() -> None:
+    policy = resource_policy(SHARED, "FailedEventsQueuePolicy", ["PolicyDocument"])
+    queue = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{STACK}-FailedEventsQueue"
+    rule = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{STACK}-EndpointManagerFunctionStatusChange"
+    send = "sqs:SendMessage"
+    assert is_allowed(policy, Request(send, queue, {"aws:SourceArn": rule}, "events.amazonaws.com"))
+    foreign = f"arn:aws:events:{REGION}:999999999999:rule/anything"
+    assert not is_allowed(policy, Request(send, queue, {"aws:SourceArn": foreign}, "events.amazonaws.com"))
+    assert not is_allowed(policy, Request(send, queue, {}, "events.amazonaws.com"))
+
+
+def test_the_alert_key_serves_only_this_accounts_alarms() -> None:
+    policy = resource_policy(SHARED, "AlertKey", ["KeyPolicy"])
+    alarm = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:endpoints"
+    own = {"aws:SourceAccount": ACCOUNT, "aws:SourceArn": alarm}
+    assert is_allowed(policy, Request("kms:GenerateDataKey", "*", own, "cloudwatch.amazonaws.com"))
+    foreign = {"aws:SourceAccount": "999999999999", "aws:SourceArn": alarm.replace(ACCOUNT, "999999999999")}
+    assert not is_allowed(policy, Request("kms:GenerateDataKey", "*", foreign, "cloudwatch.amazonaws.com"))
+    assert not is_allowed(policy, Request("kms:Decrypt", "*", own, "states.amazonaws.com"))
+
+
+PARTICIPANT = "111111111111"
+
+
+def participant() -> Deployment:
+    from cfnlint.decode import cfn_yaml
+
+    template = cfn_yaml.load(str(ROOT / "participant.yaml"))
+    return Deployment(
+        template,
+        stack_name="mwaa-control-participant",
+        account=PARTICIPANT,
+        region=REGION,
+        parameters={"OwnerAccountId": ACCOUNT, "OwnerStackName": STACK},
+    )
+
+
+def test_the_participant_reader_role_trusts_only_the_owners_endpoint_automation() -> None:
+    trust = resource_policy(participant(), "ReaderRole", ["AssumeRolePolicyDocument"])
+    automation = f"arn:aws:iam::{ACCOUNT}:role/mwaa-control/{STACK}/{STACK}-EndpointAutomationRole-1A2B3C"
+    for caller, allowed in (
+        (automation, True),
+        (f"arn:aws:iam::{ACCOUNT}:role/Admin", False),
+        (f"arn:aws:iam::{ACCOUNT}:role/mwaa-control/another-stack/x", False),
+        (f"arn:aws:iam::999999999999:role/mwaa-control/{STACK}/x", False),
+    ):
+        request = Request("sts:AssumeRole", context={"aws:PrincipalArn": caller}, principal=caller)
+        assert is_allowed(trust, request) is allowed, caller
+
+
+def test_the_participant_forwarding_role_serves_only_its_own_rule() -> None:
+    d = participant()
+    trust = resource_policy(d, "ForwardingRole", ["AssumeRolePolicyDocument"])
+    rule = f"arn:aws:events:{REGION}:{PARTICIPANT}:rule/{d.stack_name}-forward-mwaa-status"
+    own = {"aws:SourceAccount": PARTICIPANT, "aws:SourceArn": rule}
+    assert is_allowed(trust, Request("sts:AssumeRole", context=own, principal="events.amazonaws.com"))
+    other = {"aws:SourceAccount": PARTICIPANT, "aws:SourceArn": rule.replace("forward-mwaa-status", "other")}
+    assert not is_allowed(trust, Request("sts:AssumeRole", context=other, principal="events.amazonaws.com"))
+    assert not is_allowed(trust, Request("sts:AssumeRole", principal="events.amazonaws.com"))
+    [forward] = [r for r in d.template["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
+    assert forward["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-forward-mwaa-status"}
