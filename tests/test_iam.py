@@ -28,13 +28,15 @@ def deployment(**parameters: str) -> Deployment:
 SHARED = deployment(ParticipantAccountIds=",".join(PARTICIPANTS), ParticipantRoleName="mwaa-control-reader")
 
 
-def may(principal: str, action: str, resource: str = "*", d: Deployment = SHARED, **context: Any) -> bool:
-    return is_allowed(principal_statements(d, principal), Request(action, resource, context))
+def may(
+    principal: str, action: str, resource: str = "*", context: dict[str, Any] | None = None, d: Deployment = SHARED
+) -> bool:
+    return is_allowed(principal_statements(d, principal), Request(action, resource, context or {}))
 
 
 # --- the evaluator itself -------------------------------------------------------------------------
 def test_the_evaluator_follows_iam_semantics() -> None:
-    statements = [
+    statements: list[dict[str, Any]] = [
         {"Effect": "Allow", "Action": "s3:Get*", "Resource": "arn:aws:s3:::b/${aws:PrincipalTag/team}/*"},
         {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/x/secret"},
         {
@@ -111,7 +113,7 @@ def test_endpoints_are_created_only_for_mwaa_services_and_only_tagged_as_ours() 
 )
 def test_only_our_mwaa_endpoints_can_be_deleted(service: str, tags: dict[str, str], allowed: bool) -> None:
     context = {f"aws:ResourceTag/{k}": v for k, v in tags.items()} | {"ec2:VpceServiceName": service}
-    assert may(ENDPOINTS, "ec2:DeleteVpcEndpoints", ENDPOINT, **context) is allowed
+    assert may(ENDPOINTS, "ec2:DeleteVpcEndpoints", ENDPOINT, context) is allowed
 
 
 @pytest.mark.parametrize(
@@ -126,12 +128,12 @@ def test_only_our_mwaa_endpoints_can_be_deleted(service: str, tags: dict[str, st
 )
 def test_only_opted_in_sqs_endpoint_policies_can_be_modified(service: str, tags: dict[str, str], allowed: bool) -> None:
     context = {f"aws:ResourceTag/{k}": v for k, v in tags.items()} | {"ec2:VpceServiceName": service}
-    assert may(ENDPOINTS, "ec2:ModifyVpcEndpoint", ENDPOINT, **context) is allowed
+    assert may(ENDPOINTS, "ec2:ModifyVpcEndpoint", ENDPOINT, context) is allowed
 
 
 def _assume(account: str, role: str = "mwaa-control-reader", d: Deployment = SHARED) -> bool:
     arn = f"arn:aws:iam::{account}:role/{role}"
-    return may(ENDPOINTS, "sts:AssumeRole", arn, d, **{"aws:ResourceAccount": account})
+    return may(ENDPOINTS, "sts:AssumeRole", arn, {"aws:ResourceAccount": account}, d)
 
 
 def test_roles_are_assumed_only_in_configured_participant_accounts() -> None:
@@ -151,10 +153,10 @@ def test_both_endpoint_functions_run_as_the_role_the_participants_trust() -> Non
 def test_the_state_table_is_split_by_key_prefix() -> None:
     table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-LockTable"
     for key, allowed in (("lock#env", True), ("endpoint#vpce-1", True), ("callback#etl#1", False)):
-        assert may(ENDPOINTS, "dynamodb:PutItem", table, **{"dynamodb:LeadingKeys": [key]}) is allowed
+        assert may(ENDPOINTS, "dynamodb:PutItem", table, {"dynamodb:LeadingKeys": [key]}) is allowed
     for key, allowed in (("callback#etl#1", True), ("lock#env", False), ("endpoint#vpce-1", False)):
-        assert may("DagTriggerFunction", "dynamodb:PutItem", table, **{"dynamodb:LeadingKeys": [key]}) is allowed
-    assert not may("DagTriggerFunction", "dynamodb:GetItem", table, **{"dynamodb:LeadingKeys": ["callback#etl#1"]})
+        assert may("DagTriggerFunction", "dynamodb:PutItem", table, {"dynamodb:LeadingKeys": [key]}) is allowed
+    assert not may("DagTriggerFunction", "dynamodb:GetItem", table, {"dynamodb:LeadingKeys": ["callback#etl#1"]})
 
 
 # --- DAG invocation ----------------------------------------------------------------------------------
@@ -173,12 +175,14 @@ def test_the_dag_trigger_calls_the_rest_api_as_airflow_user_only() -> None:
 BUCKET = f"{STACK}-MetadataBackupBucket"
 
 
-def _execution(action: str, resource: str, environment: str | None = "etl", **context: Any) -> bool:
+def _execution(
+    action: str, resource: str, context: dict[str, Any] | None = None, environment: str | None = "etl"
+) -> bool:
     """An MWAA execution role with EnvironmentExecutionPolicy attached (tagged with its environment,
     unless None), as seen by the identity policy and the backup bucket's own policy together."""
     tag = {"aws:PrincipalTag/mwaa-control:environment": environment} if environment else {}
     caller = f"arn:aws:sts::{ACCOUNT}:assumed-role/{environment}-execution/airflow"
-    request = Request(action, resource, {**tag, **context, "aws:SecureTransport": "true"}, caller)
+    request = Request(action, resource, {**tag, **(context or {}), "aws:SecureTransport": "true"}, caller)
     document = Renderer(SHARED).render(load_template()["Resources"]["EnvironmentExecutionPolicy"])
     identity = document["Properties"]["PolicyDocument"]["Statement"]
     bucket_denies = [
@@ -196,8 +200,8 @@ def test_an_environment_role_writes_and_reads_only_its_own_backups() -> None:
     assert not _execution("s3:PutObject", other)
     assert not _execution("s3:GetObject", other)
     assert not _execution("s3:PutObject", own, environment=None)  # an untagged role gets nothing
-    assert _execution("s3:ListBucket", f"arn:aws:s3:::{BUCKET}", **{"s3:prefix": "backups/etl/"})
-    assert not _execution("s3:ListBucket", f"arn:aws:s3:::{BUCKET}", **{"s3:prefix": "backups/"})
+    assert _execution("s3:ListBucket", f"arn:aws:s3:::{BUCKET}", {"s3:prefix": "backups/etl/"})
+    assert not _execution("s3:ListBucket", f"arn:aws:s3:::{BUCKET}", {"s3:prefix": "backups/"})
 
 
 def test_the_bucket_policy_confines_tagged_roles_whatever_else_grants_them() -> None:
@@ -217,19 +221,19 @@ def test_an_environment_role_wraps_backup_keys_only_for_its_own_environment() ->
     key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/MetadataBackupKey"
     context = "kms:EncryptionContext:mwaa-control:environment"
     for action in ("kms:GenerateDataKey", "kms:Decrypt"):
-        assert _execution(action, key, **{context: "etl"})
-        assert not _execution(action, key, **{context: "reporting"})
+        assert _execution(action, key, {context: "etl"})
+        assert not _execution(action, key, {context: "reporting"})
         assert not _execution(action, key)  # no context: only S3's own use of the key
-        assert _execution(action, key, **{"kms:ViaService": f"s3.{REGION}.amazonaws.com"})
+        assert _execution(action, key, {"kms:ViaService": f"s3.{REGION}.amazonaws.com"})
 
 
 def test_an_environment_role_resolves_only_its_own_callbacks() -> None:
     table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-LockTable"
-    assert _execution("dynamodb:GetItem", table, **{"dynamodb:LeadingKeys": ["callback#etl#0a1b"]})
-    assert _execution("dynamodb:DeleteItem", table, **{"dynamodb:LeadingKeys": ["callback#etl#0a1b"]})
-    assert not _execution("dynamodb:GetItem", table, **{"dynamodb:LeadingKeys": ["callback#reporting#0a1b"]})
-    assert not _execution("dynamodb:GetItem", table, **{"dynamodb:LeadingKeys": ["lock#etl"]})
-    assert not _execution("dynamodb:PutItem", table, **{"dynamodb:LeadingKeys": ["callback#etl#0a1b"]})
+    assert _execution("dynamodb:GetItem", table, {"dynamodb:LeadingKeys": ["callback#etl#0a1b"]})
+    assert _execution("dynamodb:DeleteItem", table, {"dynamodb:LeadingKeys": ["callback#etl#0a1b"]})
+    assert not _execution("dynamodb:GetItem", table, {"dynamodb:LeadingKeys": ["callback#reporting#0a1b"]})
+    assert not _execution("dynamodb:GetItem", table, {"dynamodb:LeadingKeys": ["lock#etl"]})
+    assert not _execution("dynamodb:PutItem", table, {"dynamodb:LeadingKeys": ["callback#etl#0a1b"]})
 
 
 # --- confused deputies -------------------------------------------------------------------------------
