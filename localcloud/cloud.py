@@ -91,7 +91,9 @@ class LocalCloud:
             parameters=self.parameters,
             physical={k: v for k, v in self.physical.items() if not v.startswith(("arn:", "https:"))},
         )
-        self.iam = FunctionPermissions(self.deployment, CURRENT_FUNCTION, ec2_lookup=self._endpoint_facts)
+        self.iam = FunctionPermissions(
+            self.deployment, CURRENT_FUNCTION, ec2_lookup=self._endpoint_facts, participant=self._participant_stack()
+        )
         for service in _DENIED:
             self._install(f"before-parameter-build.{service}", self._authorize)
         if hasattr(self.emulator, "authorize"):
@@ -159,7 +161,12 @@ class LocalCloud:
             return value
         if isinstance(value, dict) and "Ref" in value:
             ref = str(value["Ref"])
-            pseudo = {"AWS::StackName": self.stack_name, "AWS::AccountId": self.account, "AWS::Region": self.region}
+            pseudo = {
+                "AWS::StackName": self.stack_name,
+                "AWS::AccountId": self.account,
+                "AWS::Region": self.region,
+                "AWS::Partition": "aws",
+            }
             if ref in pseudo:
                 return pseudo[ref]
             if ref in self.template.get("Parameters", {}):
@@ -205,6 +212,16 @@ class LocalCloud:
                     raise ValueError(f"functions disagree on environment variable {key}")
                 merged[key] = value
         return merged
+
+    def _participant_stack(self) -> Deployment:
+        """participant.yaml with the parameters the owner's stack implies (its reader role name)."""
+        template = load_template(ROOT / "participant.yaml")
+        parameters = {"OwnerAccountId": self.account, "OwnerStackName": self.stack_name}
+        if self.parameters.get("ParticipantRoleName"):
+            parameters["ReaderRoleName"] = self.parameters["ParticipantRoleName"]
+        return Deployment(
+            template, stack_name=f"{self.stack_name}-participant", region=self.region, parameters=parameters
+        )
 
     def rendered_functions(self) -> dict[str, FunctionSpec]:
         """The functions with their rule patterns as CloudFormation renders them (account filters)."""

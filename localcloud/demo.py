@@ -253,11 +253,13 @@ def main() -> int:
         timeline = Timeline(cloud)
         console.rule("[bold]mwaa-control demo: customer-managed endpoints in a shared VPC")
         ec2 = cloud.client("ec2")
-        vpc = build_shared_vpc(ec2)
+        # The owner opts its SQS endpoint in: tagged mwaa-control:amend-policy=<stack name>.
+        vpc = build_shared_vpc(ec2, amend_policy_for=cloud.stack_name)
         vpc_id, subnets, sg, sqs_endpoint = vpc.vpc_id, vpc.subnet_ids, vpc.security_group_id, vpc.sqs_endpoint_id
         cloud.events.forwarding_accounts.add(PARTICIPANT)
         timeline.note(
-            f"owner {OWNER} shares {vpc_id} ({subnets[0]}, {subnets[1]}); restrictive SQS endpoint {sqs_endpoint}"
+            f"owner {OWNER} shares {vpc_id} ({subnets[0]}, {subnets[1]}); restrictive SQS endpoint {sqs_endpoint} "
+            f"(opted in to policy amendments by {cloud.stack_name})"
         )
         request = {
             "ExecutionRoleArn": f"arn:aws:iam::{PARTICIPANT}:role/mwaa-execution",

@@ -445,11 +445,26 @@ class FunctionPermissions:
             self._statements[function] = principal_statements(self.deployment, function)
         return self._statements[function]
 
+    participant: Deployment | None = None
+    """participant.yaml as deployed in the participant accounts: a function reaches another account's
+    resources only through the reader role it assumed there, so such calls are judged by that role."""
+    participant_role: str = "ReaderRole"
+
     def allows(self, action: str, resource: str, context: Mapping[str, ContextValue] | None = None) -> bool:
         function = self.current_function.get()
         if function is None:
             return True
-        decision = is_allowed(self.statements(function), Request(action, resource, context or {}))
+        statements = self.statements(function)
+        account = resource.split(":")[4] if resource.count(":") >= 5 else ""
+        if (
+            self.participant is not None
+            and action.startswith("airflow:")
+            and account not in ("", self.deployment.account)
+        ):
+            d = self.participant
+            foreign = Deployment(d.template, d.stack_name, account, d.region, d.partition, d.parameters, d.physical)
+            statements = principal_statements(foreign, self.participant_role)
+        decision = is_allowed(statements, Request(action, resource, context or {}))
         if not decision:
             self.refusals.append((function, action, resource))
         return decision

@@ -17,8 +17,13 @@ from mwaa_control.settings import EndpointSettings
 
 
 @cache
+def settings() -> EndpointSettings:
+    return EndpointSettings.from_env()
+
+
+@cache
 def service() -> EndpointService:
-    return endpoint_service(EndpointSettings.from_env())
+    return endpoint_service(settings())
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -26,21 +31,24 @@ def service() -> EndpointService:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
-        ref = environment_of(event)
+        ref = environment_of(event, settings().scope)
     except InvalidEnvironmentReference as error:
-        # Malformed or foreign events are dropped with a reason; retrying would not help.
+        # Malformed, foreign or out-of-scope events are dropped with a reason; retrying would not help.
         logger.warning("ignored event", extra={"reason": str(error), "event_id": _event_id(event)})
         metrics.add_metric(name="IgnoredEvents", unit=MetricUnit.Count, value=1)
         return {"outcome": "ignored", "reason": str(error)}
     logger.append_keys(environment_arn=ref.arn)
     try:
         result = service().reconcile(ref)
-    except CrossAccountNotConfigured as error:
+    except (CrossAccountNotConfigured, InvalidEnvironmentReference) as error:
         logger.error("cannot read participant environment", extra={"reason": str(error)})
         metrics.add_metric(name="IgnoredEvents", unit=MetricUnit.Count, value=1)
         return {"outcome": "ignored", "environment_arn": ref.arn, "reason": str(error)}
     logger.info("reconciled endpoints", extra={"result": result.summary()})
     metrics.add_metric(name=f"Endpoints_{result.outcome}", unit=MetricUnit.Count, value=1)
+    skipped = [a for a in result.actions if a.action in ("skipped", "sqs-endpoint-not-opted-in")]
+    if skipped:
+        metrics.add_metric(name="EndpointsLeftAlone", unit=MetricUnit.Count, value=len(skipped))
     return result.summary()
 
 

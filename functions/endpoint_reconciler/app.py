@@ -26,8 +26,14 @@ def service() -> EndpointService:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     results = service().reconcile_fleet()
     changed = [r for r in results if r.outcome in ("provisioned", "removed")]
+    # Endpoints tagged as ours that we did not create, and SQS endpoints not opted in: worth an
+    # alarm (someone tagging endpoints as ours is probing the automation), never a failure.
+    left_alone = [a for r in results for a in r.actions if a.action in ("skipped", "sqs-endpoint-not-opted-in")]
     metrics.add_metric(name="EnvironmentsReconciled", unit=MetricUnit.Count, value=len(results))
-    logger.info("fleet reconciled", extra={"environments": len(results), "changed": len(changed)})
+    metrics.add_metric(name="EndpointsLeftAlone", unit=MetricUnit.Count, value=len(left_alone))
+    logger.info(
+        "fleet reconciled", extra={"environments": len(results), "changed": len(changed), "left_alone": len(left_alone)}
+    )
     failed = [r for r in results if r.outcome == "failed"]
     if failed:
         # Raising makes the function's Errors alarm page someone; the others were reconciled.

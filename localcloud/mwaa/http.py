@@ -1,18 +1,28 @@
 """The MWAA emulator behind the real boto3 client: a botocore ``before-send`` handler that answers
 REST-JSON requests for the ``airflow`` endpoints, so botocore's own serialisation, validation,
 retries and response/error parsing all run as they would against AWS. Step Functions' aws-sdk:mwaa
-tasks reach it the same way, since moto's interpreter calls through boto3."""
+tasks reach it the same way, since moto's interpreter calls through boto3.
+
+Assumed-role credentials expire here as on AWS, on the local cloud's clock: moto's STS stamps an
+expiration in real time, while the emulator's ManualClock starts at a fixed date and moves only when
+a test advances it, so the two never compare directly. A key's remaining lifetime, as STS counted
+it, is carried over to the manual clock the first time the key signs an MWAA request (credentials
+are used right after AssumeRole; a key first used later only lives longer, never shorter)."""
 
 from __future__ import annotations
 
 import json
 import re
+import threading
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from moto.core.botocore_stubber import MockRawResponse
 from moto.iam.models import get_account_id_from
+from moto.sts import models as moto_sts
+from moto.utilities.utils import get_partition
 
 from localcloud.mwaa.emulator import MwaaApiError, MwaaEmulator
 from mwaa_control.airflow.transport import HttpResponse
@@ -37,6 +47,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
 class MwaaHttpFrontend:
     def __init__(self, emulator: MwaaEmulator) -> None:
         self.emulator = emulator
+        self._expiry_lock = threading.Lock()
+        self._expires_on_manual_clock: dict[str, datetime] = {}
 
     def __call__(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
         url = urlsplit(request.url)
@@ -60,6 +72,11 @@ class MwaaHttpFrontend:
             return 403, {"__type": "AccessDeniedException", "message": "Missing SigV4 credentials"}
         account = get_account_id_from(credential.group("key"))
         region = credential.group("region")
+        if self._expired(credential.group("key"), account, region):
+            return 403, {
+                "__type": "ExpiredTokenException",
+                "message": "The security token included in the request is expired",
+            }
         routed = next(
             ((operation, m) for verb, pattern, operation in _ROUTES if verb == method and (m := pattern.match(path))),
             None,
@@ -77,6 +94,19 @@ class MwaaHttpFrontend:
             return 200, self.emulator.call(operation, account, region, params)
         except MwaaApiError as error:
             return error.status, {"__type": error.code, "message": error.message, **error.fields}
+
+    def _expired(self, access_key: str, account: str, region: str) -> bool:
+        """Whether an assumed-role key has expired on the manual clock (long-term keys never do)."""
+        role = moto_sts.sts_backends[account][get_partition(region)].get_assumed_role_from_access_key(access_key)
+        if role is None:
+            return False
+        now = self.emulator.clock.now()
+        with self._expiry_lock:
+            if access_key not in self._expires_on_manual_clock:
+                # moto's clock is naive UTC; looked up on the module so a test can move STS's time.
+                remaining = role.expiration.replace(tzinfo=UTC) - moto_sts.utcnow().replace(tzinfo=UTC)  # type: ignore[attr-defined]
+                self._expires_on_manual_clock[access_key] = now + remaining
+            return now >= self._expires_on_manual_clock[access_key]
 
 
 class EmulatorWebTransport:

@@ -76,3 +76,19 @@ def test_sqs_endpoint_policy_round_trips(cloud: LocalCloud, vpc: SharedVpc) -> N
     net.replace_endpoint_policy(sqs.endpoint_id, amended)
     raw = cloud.client("ec2").describe_vpc_endpoints(VpcEndpointIds=[sqs.endpoint_id])["VpcEndpoints"][0]
     assert json.loads(raw["PolicyDocument"]) == amended
+
+
+def test_sqs_endpoints_carry_their_tags_so_the_owners_opt_in_can_be_checked(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    opted_out = build_shared_vpc(cloud.client("ec2"), cidr="10.2", amend_policy_for=None)
+    [opted_in] = network(cloud).sqs_endpoints(vpc.vpc_id)
+    assert opted_in.tags == {"mwaa-control:amend-policy": "mwaa-control"}
+    [untagged] = network(cloud).sqs_endpoints(opted_out.vpc_id)
+    assert untagged.tags == {}
+
+
+def test_endpoint_policy_reads_back_what_was_written(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    net = network(cloud)
+    amended = {**RESTRICTIVE_SQS_POLICY, "Statement": [{"Sid": "y", "Effect": "Allow", "Action": "*"}]}
+    assert net.endpoint_policy(vpc.sqs_endpoint_id) == RESTRICTIVE_SQS_POLICY
+    net.replace_endpoint_policy(vpc.sqs_endpoint_id, amended)
+    assert net.endpoint_policy(vpc.sqs_endpoint_id) == amended

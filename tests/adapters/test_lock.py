@@ -1,19 +1,59 @@
-"""The DynamoDB lease lock against moto: mutual exclusion, expiry, and bounded waiting."""
+"""The state table against moto: the lease lock (mutual exclusion, heartbeats, takeover of a crashed
+holder measured on the waiter's own clock) and the registry of the endpoints this deployment created."""
 
 from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from localcloud import LocalCloud
 from mwaa_control.adapters.lock import DynamoDbLeaseLock
-from mwaa_control.errors import LockNotAcquired
+from mwaa_control.adapters.registry import DynamoDbEndpointRegistry
+from mwaa_control.errors import LeaseLost, LockNotAcquired
+from mwaa_control.models import EndpointRecord
 
 
-def lock(cloud: LocalCloud, **kwargs: float) -> DynamoDbLeaseLock:
-    return DynamoDbLeaseLock(cloud.client("dynamodb"), cloud.physical["LockTable"], **kwargs)  # type: ignore[arg-type]
+class FakeMonotonic:
+    """A waiter's own clock: sleeping advances it, so a lease of minutes costs nothing."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def lock(cloud: LocalCloud, **kwargs: Any) -> DynamoDbLeaseLock:
+    return DynamoDbLeaseLock(cloud.client("dynamodb"), cloud.physical["LockTable"], **kwargs)
+
+
+def record(cloud: LocalCloud, key: str = "env") -> dict[str, Any] | None:
+    item = cloud.client("dynamodb").get_item(
+        TableName=cloud.physical["LockTable"], Key={"pk": {"S": f"lock#{key}"}}, ConsistentRead=True
+    )
+    found: dict[str, Any] | None = item.get("Item")
+    return found
+
+
+def crashed_holder(cloud: LocalCloud, *, lease_seconds: int, rvn: str | None = "rvn-of-the-crashed") -> None:
+    """The record a holder leaves behind when its process dies: nobody renews it any more."""
+    item = {
+        "pk": {"S": "lock#env"},
+        "owner": {"S": "crashed-owner"},
+        "lease_seconds": {"N": str(lease_seconds)},
+        # A wall-clock TTL far ahead, as a holder with a fast clock would write: never a reason to wait.
+        "expires_at": {"N": str(int(time.time()) + 86_400 * 365)},
+    }
+    if rvn is not None:
+        item["rvn"] = {"S": rvn}
+    cloud.client("dynamodb").put_item(TableName=cloud.physical["LockTable"], Item=item)
 
 
 def test_only_one_holder_at_a_time(cloud: LocalCloud) -> None:
@@ -46,17 +86,100 @@ def test_busy_lock_gives_up_after_the_wait(cloud: LocalCloud) -> None:
         pass
 
 
-def test_expired_lease_of_a_crashed_holder_is_taken_over(cloud: LocalCloud) -> None:
-    now = [1000.0]
-    crashed = lock(cloud, lease_seconds=10, clock=lambda: now[0])  # type: ignore[arg-type]
-    crashed._try_acquire("env", "crashed-owner")
-    now[0] += 11
-    with lock(cloud, lease_seconds=10, wait_seconds=0, clock=lambda: now[0]).hold("env"):  # type: ignore[arg-type]
+def test_a_caller_whose_clock_runs_130_s_ahead_cannot_take_a_live_lease(cloud: LocalCloud) -> None:
+    # Given a live lease of 120 s
+    with lock(cloud, lease_seconds=120).hold("env"):
+        # When a caller whose wall clock runs 130 s ahead tries to take it
+        fast = lock(cloud, lease_seconds=120, wait_seconds=0.3, clock=lambda: time.time() + 130)
+        # Then it waits and gives up: wall clocks decide nothing
+        with pytest.raises(LockNotAcquired), fast.hold("env"):
+            pass
+
+
+def test_a_holder_working_longer_than_the_lease_keeps_it_and_a_second_invocation_waits(cloud: LocalCloud) -> None:
+    # Given a holder with a 1 s lease that works for 2.5 s (its heartbeat renews every 1/3 s)
+    with lock(cloud, lease_seconds=1).hold("env") as lease:
+        # When a second invocation waits for 2.5 s (more than two leases)
+        with pytest.raises(LockNotAcquired), lock(cloud, lease_seconds=1, wait_seconds=2.5).hold("env"):
+            pass
+        # Then it never got in, and the holder still holds its lease
+        lease.ensure()
+    assert record(cloud) is None
+
+
+def test_a_crashed_holder_is_taken_over_after_one_lease_on_the_waiters_own_clock(cloud: LocalCloud) -> None:
+    crashed_holder(cloud, lease_seconds=60)
+    clock = FakeMonotonic()
+    # Not before a full lease has been observed...
+    impatient = lock(cloud, lease_seconds=60, wait_seconds=55, monotonic=clock.monotonic, sleep=clock.sleep)
+    with pytest.raises(LockNotAcquired), impatient.hold("env"):
         pass
+    # ...and right after it (each waiter starts observing afresh)
+    clock.now = 5000.0
+    waiter = lock(cloud, lease_seconds=60, wait_seconds=90, monotonic=clock.monotonic, sleep=clock.sleep)
+    with waiter.hold("env"):
+        assert 60 <= clock.now - 5000.0 < 65
+        held = record(cloud)
+        assert held is not None and held["owner"]["S"] != "crashed-owner"
 
 
-def test_release_is_by_owner_only(cloud: LocalCloud) -> None:
-    first = lock(cloud)
-    assert first._try_acquire("env", "a")
-    first._release("env", "b")
-    assert not first._try_acquire("env", "c")
+def test_a_record_of_the_previous_lock_format_is_taken_over_after_one_lease(cloud: LocalCloud) -> None:
+    # Records written before the upgrade carry no record version number: the owner stands in for it.
+    crashed_holder(cloud, lease_seconds=120, rvn=None)
+    clock = FakeMonotonic()
+    with lock(cloud, lease_seconds=120, wait_seconds=200, monotonic=clock.monotonic, sleep=clock.sleep).hold("env"):
+        assert clock.now - 1000.0 >= 120
+
+
+def test_a_holder_whose_lease_was_taken_over_knows_it_and_does_not_release_the_new_holders(
+    cloud: LocalCloud,
+) -> None:
+    # Given a holder with a short lease, paused long enough for someone else to take the record
+    with pytest.raises(LeaseLost), lock(cloud, lease_seconds=0.6).hold("env") as lease:
+        crashed_holder(cloud, lease_seconds=60, rvn="someone-else")
+        time.sleep(0.5)  # its heartbeat (every 0.2 s) finds the record changed
+        # Then ensure() refuses before any destructive call, and leaving the block raises LeaseLost
+        with pytest.raises(LeaseLost):
+            lease.ensure()
+    taken = record(cloud)
+    assert taken is not None and taken["rvn"]["S"] == "someone-else"
+
+
+def test_lease_records_carry_a_generous_ttl_and_a_version_number(cloud: LocalCloud) -> None:
+    with lock(cloud, lease_seconds=120).hold("env"):
+        held = record(cloud)
+    assert held is not None and held["rvn"]["S"] and held["lease_seconds"]["N"] == "120"
+    assert int(held["expires_at"]["N"]) >= time.time() + 120 + 86_400 - 5
+
+
+# --- the endpoint registry (same table) -----------------------------------------------------------
+
+
+def registry(cloud: LocalCloud) -> DynamoDbEndpointRegistry:
+    return DynamoDbEndpointRegistry(cloud.client("dynamodb"), cloud.physical["LockTable"])
+
+
+ENDPOINT = EndpointRecord(
+    endpoint_id="vpce-0123456789abcdef0",
+    environment_arn="arn:aws:airflow:us-east-1:123456789012:environment/etl",
+    service_name="com.amazonaws.vpce.us-east-1.vpce-svc-0a1b2c3d4e5f60718",
+    vpc_id="vpc-1",
+    role="database",
+    created_at=datetime(2026, 11, 21, 9, 5, tzinfo=UTC),
+)
+
+
+def test_registered_endpoints_are_found_and_never_expire(cloud: LocalCloud) -> None:
+    registry(cloud).register(ENDPOINT)
+    registry(cloud).register(ENDPOINT)  # an idempotent re-create registers the same endpoint again
+    assert registry(cloud).lookup([ENDPOINT.endpoint_id, "vpce-unknown"]) == {ENDPOINT.endpoint_id: ENDPOINT}
+    raw = cloud.client("dynamodb").get_item(
+        TableName=cloud.physical["LockTable"], Key={"pk": {"S": f"endpoint#{ENDPOINT.endpoint_id}"}}
+    )["Item"]
+    assert "expires_at" not in raw  # TTL never removes what we created
+
+
+def test_forgotten_endpoints_are_no_longer_registered(cloud: LocalCloud) -> None:
+    registry(cloud).register(ENDPOINT)
+    registry(cloud).forget([ENDPOINT.endpoint_id, "vpce-unknown"])
+    assert registry(cloud).lookup([ENDPOINT.endpoint_id]) == {}

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ParamValidationError
+from botocore.handlers import BUILTIN_HANDLERS
+from moto.sts import models as moto_sts
 
 from localcloud import LocalCloud
 from localcloud.mwaa import MwaaApiError
+from mwaa_control.adapters.mwaa import MwaaDirectory
+from mwaa_control.models import ControlScope, EnvironmentRef
 from tests.conftest import SharedVpc, build_shared_vpc, create_request
 
 
@@ -251,3 +258,67 @@ def test_injected_5xx_surfaces_as_a_typed_error_once_retries_are_spent(quiet: Lo
     client = quiet.client("mwaa", config=Config(retries={"mode": "standard", "max_attempts": 2}))
     with pytest.raises(client.exceptions.InternalServerException):
         client.list_environments()
+
+
+# --- STS: assumed-role credentials expire on the local cloud's clock ------------------------------
+
+
+@contextmanager
+def api_calls(operation: str) -> Iterator[list[dict[str, Any]]]:
+    """Parameters of every call to one operation (e.g. "sts.AssumeRole") by clients created inside."""
+    seen: list[dict[str, Any]] = []
+
+    def spy(params: dict[str, Any], **_: Any) -> None:
+        seen.append(copy.deepcopy(params))
+
+    entry = (f"before-parameter-build.{operation}", spy)
+    BUILTIN_HANDLERS.append(entry)
+    try:
+        yield seen
+    finally:
+        BUILTIN_HANDLERS.remove(entry)
+
+
+def test_requests_signed_with_expired_assumed_role_credentials_are_refused(quiet: LocalCloud) -> None:
+    # Given a participant session (AssumeRole, one hour) that has been used once
+    with quiet.participant("222222222222") as session:
+        mwaa = session.client("mwaa")
+        assert mwaa.list_environments()["Environments"] == []
+        quiet.clock.advance(timedelta(minutes=59))
+        assert mwaa.list_environments()["Environments"] == []
+        # When the local cloud's clock passes the credentials' expiration
+        quiet.clock.advance(timedelta(minutes=2))
+        # Then MWAA refuses them as AWS does, while the home account's long-term keys still work
+        with pytest.raises(ClientError) as error:
+            mwaa.list_environments()
+    assert error.value.response["Error"]["Code"] == "ExpiredTokenException"
+    assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert quiet.client("mwaa").list_environments()["Environments"] == []
+
+
+def test_a_warm_directory_renews_participant_credentials_before_they_expire(
+    quiet: LocalCloud, vpc: SharedVpc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a participant environment, and STS and the directory on one clock that moves with the local cloud's
+    with quiet.participant("222222222222") as session:
+        session.client("mwaa").create_environment(**create_request("etl", vpc))
+    start = quiet.clock.now()
+    real_utcnow = moto_sts.utcnow  # type: ignore[attr-defined]
+    monkeypatch.setattr(moto_sts, "utcnow", lambda: real_utcnow() + (quiet.clock.now() - start))
+    scope = ControlScope(
+        partition="aws", region=quiet.region, account_id=quiet.account, participant_account_ids=("222222222222",)
+    )
+    directory = MwaaDirectory(
+        scope=scope,
+        participant_role_name="mwaa-control-reader",
+        clock=lambda: datetime.now(UTC) + (quiet.clock.now() - start),
+    )
+    ref = EnvironmentRef(account="222222222222", region=quiet.region, name="etl")
+    with api_calls("sts.AssumeRole") as assumed:
+        # When the warm directory is used again after more than an hour
+        assert directory.get_environment(ref) is not None
+        quiet.clock.advance(timedelta(minutes=61))
+        environment = directory.get_environment(ref)
+    # Then it renewed its credentials (a second AssumeRole) instead of failing with ExpiredToken
+    assert environment is not None and environment.name == "etl"
+    assert len(assumed) == 2

@@ -8,15 +8,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from mwaa_control.models import Environment, EnvironmentRef, ManagedEndpoint
+from mwaa_control.errors import LeaseLost
+from mwaa_control.models import EndpointRecord, Environment, EnvironmentRef, ManagedEndpoint
 from mwaa_control.ports import SqsEndpoint
 
 
 class FakeDirectory:
     def __init__(self, *environments: Environment) -> None:
         self.environments = {e.arn: e for e in environments}
+        self.reads: list[str] = []
 
     def get_environment(self, ref: EnvironmentRef) -> Environment | None:
+        self.reads.append(ref.arn)
         return self.environments.get(ref.arn)
 
     def list_environments(self) -> Iterator[EnvironmentRef]:
@@ -32,6 +35,10 @@ class FakeNetwork:
         self.sqs_vpc: dict[str, str] = {}
         self.deployment_id = deployment_id
         self.calls: list[str] = []
+        # Reads of a written policy that still return the old one (EC2's eventual consistency);
+        # None: the write never becomes visible.
+        self.stale_policy_reads: int | None = 0
+        self._written: dict[str, tuple[dict[str, Any], int]] = {}
         self._ids = itertools.count(1)
 
     def vpc_of_subnets(self, subnet_ids: Sequence[str]) -> str:
@@ -65,6 +72,10 @@ class FakeNetwork:
         client_token: str,
     ) -> str:
         self.calls.append(f"create {service_name}")
+        # EC2 returns the endpoint created earlier with the same ClientToken.
+        same = next((eid for eid, e in self.endpoints.items() if e["client_token"] == client_token), None)
+        if same:
+            return same
         endpoint_id = f"vpce-{next(self._ids):04d}"
         self.endpoints[endpoint_id] = {
             "vpc_id": vpc_id,
@@ -81,22 +92,68 @@ class FakeNetwork:
         for endpoint_id in endpoint_ids:
             del self.endpoints[endpoint_id]
 
+    def add_sqs_endpoint(
+        self, endpoint_id: str, vpc_id: str, policy: dict[str, Any], *, opted_in_by: str | None = "stack"
+    ) -> None:
+        tags = {"mwaa-control:amend-policy": opted_in_by} if opted_in_by else {}
+        self.sqs[endpoint_id] = SqsEndpoint(endpoint_id=endpoint_id, policy=policy, tags=tags)
+        self.sqs_vpc[endpoint_id] = vpc_id
+
     def sqs_endpoints(self, vpc_id: str) -> list[SqsEndpoint]:
         return [e for eid, e in self.sqs.items() if self.sqs_vpc[eid] == vpc_id]
 
     def replace_endpoint_policy(self, endpoint_id: str, policy: Mapping[str, Any]) -> None:
         self.calls.append(f"policy {endpoint_id}")
-        self.sqs[endpoint_id] = SqsEndpoint(endpoint_id=endpoint_id, policy=dict(policy))
+        previous = self.sqs[endpoint_id].policy
+        self.sqs[endpoint_id] = self.sqs[endpoint_id].model_copy(update={"policy": dict(policy)})
+        self._written[endpoint_id] = (previous, 0)
+
+    def endpoint_policy(self, endpoint_id: str) -> dict[str, Any]:
+        if endpoint_id in self._written:
+            previous, reads = self._written[endpoint_id]
+            if self.stale_policy_reads is None or reads < self.stale_policy_reads:
+                self._written[endpoint_id] = (previous, reads + 1)
+                return previous
+        return self.sqs[endpoint_id].policy
+
+
+class FakeRegistry:
+    def __init__(self) -> None:
+        self.records: dict[str, EndpointRecord] = {}
+
+    def register(self, record: EndpointRecord) -> None:
+        self.records[record.endpoint_id] = record
+
+    def lookup(self, endpoint_ids: Sequence[str]) -> dict[str, EndpointRecord]:
+        return {i: self.records[i] for i in endpoint_ids if i in self.records}
+
+    def forget(self, endpoint_ids: Sequence[str]) -> None:
+        for endpoint_id in endpoint_ids:
+            self.records.pop(endpoint_id, None)
+
+
+class FakeLease:
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.lost = False
+
+    def ensure(self) -> None:
+        if self.lost:
+            raise LeaseLost(f"lease on {self.key} was lost")
 
 
 class FakeLock:
     def __init__(self) -> None:
         self._locks: dict[str, threading.Lock] = {}
         self.held: list[str] = []
+        self.leases: dict[str, FakeLease] = {}
 
     @contextmanager
-    def hold(self, key: str) -> Iterator[None]:
+    def hold(self, key: str) -> Iterator[FakeLease]:
         lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             self.held.append(key)
-            yield
+            lease = self.leases[key] = FakeLease(key)
+            yield lease
+        if lease.lost:
+            raise LeaseLost(f"lease on {key} was lost while held")

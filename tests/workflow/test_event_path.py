@@ -9,10 +9,12 @@ import copy
 import json
 import logging
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from botocore.handlers import BUILTIN_HANDLERS
 
 from localcloud import LocalCloud
 from mwaa_control.adapters.ec2 import Ec2EndpointNetwork
@@ -26,6 +28,9 @@ from tests.conftest import (
 )
 
 MANAGER = "EndpointManagerFunction"
+RECONCILER = "EndpointReconcilerFunction"
+STACK = "mwaa-control"
+PARTICIPANTS = {"ParticipantRoleName": "mwaa-control-reader", "ParticipantAccountIds": "222222222222"}
 
 
 def status(cloud: LocalCloud, name: str = "etl-shared", session: Any = None) -> str:
@@ -255,8 +260,8 @@ def test_recreated_environment_gets_fresh_endpoints_and_old_ones_go(cloud: Local
 
 
 def test_shared_vpc_participant_environment_is_served_by_the_owner_account() -> None:
-    # Given the owner account runs the stack with a participant role configured
-    with LocalCloud(parameters={"ParticipantRoleName": "mwaa-control-reader"}) as cloud:
+    # Given the owner account runs the stack with a participant account and its role configured
+    with LocalCloud(parameters=PARTICIPANTS) as cloud:
         vpc = build_shared_vpc(cloud.client("ec2"))
         cloud.events.forwarding_accounts.add("222222222222")
         # When the participant creates a customer-managed environment in the owner's subnets
@@ -291,16 +296,17 @@ def test_polling_fallback_finds_participant_environments_whose_events_were_lost(
             assert status(cloud, session=participant) == "AVAILABLE"
 
 
-def test_participant_event_without_a_participant_role_is_ignored_with_a_reason(
-    cloud: LocalCloud, vpc: SharedVpc
-) -> None:
-    cloud.events.forwarding_accounts.add("222222222222")
-    with cloud.participant("222222222222") as participant:
-        participant.client("mwaa").create_environment(**create_request("etl-shared", vpc))
-        cloud.clock.advance(timedelta(minutes=5))
-    [pending] = [d for d in cloud.events.deliveries if d.detail_status == "PENDING"]
-    assert pending.outcome["outcome"] == "ignored" and "ParticipantRoleName" in pending.outcome["reason"]
-    assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 1
+def test_participant_event_without_a_participant_role_is_ignored_with_a_reason() -> None:
+    # Given a participant account configured, but no role to read its environments
+    with LocalCloud(parameters={"ParticipantAccountIds": "222222222222"}) as cloud:
+        vpc = build_shared_vpc(cloud.client("ec2"))
+        cloud.events.forwarding_accounts.add("222222222222")
+        with cloud.participant("222222222222") as participant:
+            participant.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+            cloud.clock.advance(timedelta(minutes=5))
+        [pending] = [d for d in cloud.events.deliveries if d.detail_status == "PENDING"]
+        assert pending.outcome["outcome"] == "ignored" and "ParticipantRoleName" in pending.outcome["reason"]
+        assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 1
 
 
 def test_events_of_accounts_that_do_not_forward_never_arrive(cloud: LocalCloud, vpc: SharedVpc) -> None:
@@ -327,3 +333,179 @@ def test_no_log_line_carries_airflow_configuration_values(
     ours = [r for r in caplog.records if r.name == "mwaa-control"]
     assert any(r.getMessage() == "reconciled endpoints" for r in ours)
     assert not [r for r in ours if secret in json.dumps(r.__dict__, default=str)]
+
+
+# --- the automation never acts on what it does not own -------------------------------------------
+
+
+@contextlib.contextmanager
+def api_calls(operation: str) -> Iterator[list[dict[str, Any]]]:
+    """Parameters of every call to one API operation (e.g. "sts.AssumeRole") made while inside,
+    by any client created inside (the handlers create theirs on first use)."""
+    seen: list[dict[str, Any]] = []
+
+    def spy(params: dict[str, Any], **_: Any) -> None:
+        seen.append(copy.deepcopy(params))
+
+    entry = (f"before-parameter-build.{operation}", spy)
+    BUILTIN_HANDLERS.append(entry)
+    try:
+        yield seen
+    finally:
+        BUILTIN_HANDLERS.remove(entry)
+
+
+def tagged_as_ours(cloud: LocalCloud, vpc: SharedVpc, service_name: str, environment_arn: str) -> str:
+    """An endpoint someone else created and tagged as ours (anyone with ec2:CreateTags can)."""
+    return str(
+        cloud.client("ec2").create_vpc_endpoint(
+            VpcId=vpc.vpc_id,
+            ServiceName=service_name,
+            VpcEndpointType="Interface",
+            SubnetIds=vpc.subnet_ids,
+            TagSpecifications=[
+                {
+                    "ResourceType": "vpc-endpoint",
+                    "Tags": [
+                        {"Key": "mwaa-control:managed-by", "Value": STACK},
+                        {"Key": "mwaa-control:environment-arn", "Value": environment_arn},
+                        {"Key": "mwaa-control:endpoint-role", "Value": "database"},
+                    ],
+                }
+            ],
+        )["VpcEndpoint"]["VpcEndpointId"]
+    )
+
+
+def skipped_reasons(result: dict[str, Any], endpoint_id: str) -> list[str]:
+    return [
+        str(a.get("reason"))
+        for r in result["results"]
+        for a in r["actions"]
+        if a["action"] == "skipped" and a["endpoint_id"] == endpoint_id
+    ]
+
+
+GHOST = "arn:aws:airflow:us-east-1:123456789012:environment/ghost"
+MWAA_LIKE_SERVICE = "com.amazonaws.vpce.us-east-1.vpce-svc-0a1b2c3d4e5f60718"
+
+
+def test_reconciler_leaves_a_tagged_aws_service_endpoint_alone(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    # Given an unrelated Secrets Manager endpoint tagged as ours, naming an environment that never existed
+    secrets = tagged_as_ours(cloud, vpc, "com.amazonaws.us-east-1.secretsmanager", GHOST)
+    # When the scheduled reconciler runs
+    with api_calls("ec2.DeleteVpcEndpoints") as deletions:
+        result = cloud.lambdas.invoke(RECONCILER, load_event("scheduled_reconcile.json"))
+    # Then it is reported as skipped with a reason, never deleted, and the sweep succeeds
+    assert deletions == []
+    assert secrets in {e["VpcEndpointId"] for e in live_endpoints(cloud.client("ec2"), vpc.vpc_id)}
+    [reason] = skipped_reasons(result, secrets)
+    assert "not an MWAA PrivateLink service" in reason
+
+
+def test_reconciler_leaves_a_tagged_but_unregistered_privatelink_endpoint_alone(
+    cloud: LocalCloud, vpc: SharedVpc
+) -> None:
+    # Given a PrivateLink endpoint tagged as ours that this deployment never created
+    foreign = tagged_as_ours(cloud, vpc, MWAA_LIKE_SERVICE, GHOST)
+    # When the scheduled reconciler runs
+    with api_calls("ec2.DeleteVpcEndpoints") as deletions:
+        result = cloud.lambdas.invoke(RECONCILER, load_event("scheduled_reconcile.json"))
+    # Then it survives: tags are not ownership, the registry of what we created is
+    assert deletions == []
+    assert foreign in {e["VpcEndpointId"] for e in live_endpoints(cloud.client("ec2"), vpc.vpc_id)}
+    [reason] = skipped_reasons(result, foreign)
+    assert "registry" in reason
+
+
+def test_endpoint_tagged_with_another_accounts_environment_makes_no_assume_role() -> None:
+    # Given a stack with a participant role, and an endpoint tagged with an unconfigured account's environment
+    with LocalCloud(parameters=PARTICIPANTS) as cloud:
+        vpc = build_shared_vpc(cloud.client("ec2"))
+        stranger = tagged_as_ours(
+            cloud, vpc, MWAA_LIKE_SERVICE, "arn:aws:airflow:us-east-1:999999999999:environment/etl"
+        )
+        # When the scheduled reconciler runs
+        with api_calls("sts.AssumeRole") as assumed:
+            result = cloud.lambdas.invoke(RECONCILER, load_event("scheduled_reconcile.json"))
+        # Then no role was assumed in that account and the endpoint is reported, not touched
+        assert not [p for p in assumed if ":999999999999:" in p["RoleArn"]]
+        [reason] = skipped_reasons(result, stranger)
+        assert "999999999999" in reason and "not configured" in reason
+        assert stranger in {e["VpcEndpointId"] for e in live_endpoints(cloud.client("ec2"), vpc.vpc_id)}
+
+
+def test_a_malformed_tag_does_not_stop_the_fallback(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    # Given an endpoint tagged environment-arn=not-an-arn, and a PENDING environment whose events were lost
+    bad = tagged_as_ours(cloud, vpc, MWAA_LIKE_SERVICE, "not-an-arn")
+    cloud.emulator.event_mode = "drop"
+    cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+    cloud.clock.advance(timedelta(minutes=5))
+    assert status(cloud) == "PENDING"
+    # When the scheduled reconciler runs
+    result = cloud.lambdas.invoke(RECONCILER, load_event("scheduled_reconcile.json"))
+    # Then the environment got its endpoints and the bad tag was reported with a reason
+    outcomes = {r["environment_arn"]: r["outcome"] for r in result["results"]}
+    assert outcomes["arn:aws:airflow:us-east-1:123456789012:environment/etl-shared"] == "provisioned"
+    [reason] = skipped_reasons(result, bad)
+    assert "not-an-arn" in reason
+    cloud.run_for(timedelta(minutes=16))
+    assert status(cloud) == "AVAILABLE"
+
+
+def test_event_whose_account_differs_from_the_arn_account_is_ignored() -> None:
+    # Given a participant's PENDING environment (its events lost) and a stack that serves the participant
+    with LocalCloud(parameters=PARTICIPANTS) as cloud:
+        vpc = build_shared_vpc(cloud.client("ec2"))
+        cloud.emulator.event_mode = "drop"
+        with cloud.participant("222222222222") as participant:
+            participant.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+        cloud.clock.advance(timedelta(minutes=5))
+        calls_before = len(cloud.emulator.calls)
+        # When an event from the owner account names the participant's environment
+        event = load_event("mwaa_status_account_mismatch.json")
+        with api_calls("sts.AssumeRole") as assumed:
+            result = cloud.lambdas.invoke(MANAGER, event)
+        # Then it is ignored with a reason, before any call
+        assert result["outcome"] == "ignored" and "account" in result["reason"]
+        assert assumed == [] and len(cloud.emulator.calls) == calls_before
+        assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 1
+
+
+def test_event_of_an_unconfigured_account_changes_nothing() -> None:
+    # Given an account the stack does not serve (not in ParticipantAccountIds) with a PENDING environment
+    with LocalCloud(parameters=PARTICIPANTS) as cloud:
+        vpc = build_shared_vpc(cloud.client("ec2"))
+        cloud.emulator.event_mode = "drop"
+        with cloud.participant("333333333333") as stranger:
+            stranger.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+        cloud.clock.advance(timedelta(minutes=5))
+        policy_before = sqs_policy(cloud, vpc)
+        # When its (well-formed, self-consistent) status-change event reaches the handler
+        event = load_event("mwaa_status_unconfigured_account.json")
+        with api_calls("sts.AssumeRole") as assumed:
+            result = cloud.lambdas.invoke(MANAGER, event)
+        # Then nothing changes: no role assumed, no endpoint, no SQS policy change
+        assert result["outcome"] == "ignored" and "333333333333" in result["reason"]
+        assert assumed == []
+        assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 1
+        assert sqs_policy(cloud, vpc) == policy_before
+
+
+def test_event_with_an_invalid_region_in_its_arn_is_ignored(cloud: LocalCloud) -> None:
+    result = cloud.lambdas.invoke(MANAGER, load_event("malformed_region_in_arn.json"))
+    assert result["outcome"] == "ignored"
+
+
+def test_an_sqs_endpoint_the_vpc_owner_did_not_opt_in_is_reported_and_left_alone(cloud: LocalCloud) -> None:
+    # Given a VPC whose SQS endpoint is not tagged mwaa-control:amend-policy=<stack>
+    vpc = build_shared_vpc(cloud.client("ec2"), amend_policy_for=None)
+    # When a customer-managed environment in it goes PENDING
+    cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+    cloud.clock.advance(timedelta(minutes=5))
+    # Then its endpoints are created, the SQS policy is untouched and the reason is reported
+    assert sqs_policy(cloud, vpc) == RESTRICTIVE_SQS_POLICY
+    [pending] = [d for d in cloud.events.deliveries if d.detail_status == "PENDING"]
+    [action] = [a for a in pending.outcome["actions"] if a["endpoint_id"] == vpc.sqs_endpoint_id]
+    assert action["action"] == "sqs-endpoint-not-opted-in"
+    assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 3

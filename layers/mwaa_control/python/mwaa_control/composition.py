@@ -8,6 +8,7 @@ from mwaa_control.adapters.clients import client
 from mwaa_control.adapters.ec2 import Ec2EndpointNetwork
 from mwaa_control.adapters.lock import DynamoDbLeaseLock
 from mwaa_control.adapters.mwaa import MwaaDirectory
+from mwaa_control.adapters.registry import DynamoDbEndpointRegistry
 from mwaa_control.airflow.cli import MwaaCli
 from mwaa_control.airflow.client import AirflowClient, airflow_major
 from mwaa_control.airflow.rest import MwaaRest
@@ -16,23 +17,21 @@ from mwaa_control.settings import EndpointSettings
 
 
 def endpoint_service(settings: EndpointSettings) -> EndpointService:
+    dynamodb = client("dynamodb", region=settings.region)
     return EndpointService(
-        directory=MwaaDirectory(
-            account_id=settings.account_id,
-            region=settings.region,
-            participant_role_name=settings.participant_role_name,
-            participant_account_ids=settings.participant_account_ids,
-        ),
+        directory=MwaaDirectory(scope=settings.scope, participant_role_name=settings.participant_role_name),
         network=Ec2EndpointNetwork(
             client("ec2", region=settings.region), deployment_id=settings.deployment_id, region=settings.region
         ),
         lock=DynamoDbLeaseLock(
-            client("dynamodb", region=settings.region),
+            dynamodb,
             settings.lock_table_name,
             lease_seconds=settings.lock_lease_seconds,
             wait_seconds=settings.lock_wait_seconds,
         ),
+        registry=DynamoDbEndpointRegistry(dynamodb, settings.lock_table_name),
         deployment_id=settings.deployment_id,
+        scope=settings.scope,
     )
 
 

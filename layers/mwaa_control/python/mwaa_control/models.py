@@ -7,15 +7,20 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mwaa_control.errors import InvalidEnvironmentReference
 
+# One spelling of each part, shared by the ARN pattern and EnvironmentRef's fields: an ARN the
+# pattern accepts must never fail the model (an Availability Zone such as us-east-1a is no region).
+PARTITION = r"aws(?:-[a-z]+)*"
+REGION = r"[a-z]{2}(?:-[a-z]+)+-\d"
+ACCOUNT = r"\d{12}"
 # MWAA environment names: a letter, then letters, digits, '-' or '_'; at most 80 characters.
-ENVIRONMENT_NAME = re.compile(r"^[A-Za-z][0-9A-Za-z_-]{0,79}$")
+NAME = r"[A-Za-z][0-9A-Za-z_-]{0,79}"
+ENVIRONMENT_NAME = re.compile(rf"^{NAME}$")
 ENVIRONMENT_ARN = re.compile(
-    r"^arn:(?P<partition>aws[a-z-]*):airflow:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
-    r"environment/(?P<name>[A-Za-z][0-9A-Za-z_-]{0,79})$"
+    rf"^arn:(?P<partition>{PARTITION}):airflow:(?P<region>{REGION}):(?P<account>{ACCOUNT}):environment/(?P<name>{NAME})$"
 )
 
 
@@ -49,10 +54,10 @@ class EnvironmentRef(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    account: str = Field(pattern=r"^\d{12}$")
-    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    account: str = Field(pattern=rf"^{ACCOUNT}$")
+    region: str = Field(pattern=rf"^{REGION}$")
     name: str
-    partition: str = "aws"
+    partition: str = Field(default="aws", pattern=rf"^{PARTITION}$")
 
     @field_validator("name")
     @classmethod
@@ -70,7 +75,41 @@ class EnvironmentRef(BaseModel):
         match = ENVIRONMENT_ARN.match(arn)
         if not match:
             raise InvalidEnvironmentReference(f"{arn!r} is not an MWAA environment ARN")
-        return cls(**match.groupdict())
+        try:
+            return cls(**match.groupdict())
+        except ValidationError as error:
+            raise InvalidEnvironmentReference(
+                f"{arn!r} is not an MWAA environment ARN: {error.errors()[0]['msg']}"
+            ) from None
+
+
+class ControlScope(BaseModel):
+    """The environments this deployment serves: its own account and the configured participant
+    accounts, in its own region and partition. Anything else is refused before any call is made."""
+
+    model_config = ConfigDict(frozen=True)
+
+    partition: str = Field(pattern=rf"^{PARTITION}$")
+    region: str = Field(pattern=rf"^{REGION}$")
+    account_id: str = Field(pattern=rf"^{ACCOUNT}$")
+    participant_account_ids: tuple[str, ...] = ()
+
+    @property
+    def accounts(self) -> tuple[str, ...]:
+        return (self.account_id, *self.participant_account_ids)
+
+    def refusal(self, ref: EnvironmentRef) -> str | None:
+        """Why the environment is out of scope, or None when this deployment serves it."""
+        if ref.partition != self.partition:
+            return f"{ref.arn} is in partition {ref.partition}; this deployment serves {self.partition}"
+        if ref.region != self.region:
+            return f"{ref.arn} is in region {ref.region}; this deployment serves {self.region}"
+        if ref.account not in self.accounts:
+            return (
+                f"account {ref.account} is not configured: this deployment serves its own account "
+                f"{self.account_id} and ParticipantAccountIds {list(self.participant_account_ids)}"
+            )
+        return None
 
 
 class NetworkConfiguration(BaseModel):
@@ -105,7 +144,7 @@ class Environment(BaseModel):
 
 
 class ManagedEndpoint(BaseModel):
-    """A VPC endpoint this deployment created for an environment (found by its tags)."""
+    """A live VPC endpoint tagged as this deployment's (tags are claims: see EndpointRecord)."""
 
     endpoint_id: str
     vpc_id: str
@@ -115,18 +154,45 @@ class ManagedEndpoint(BaseModel):
     role: str
 
 
+class EndpointRecord(BaseModel):
+    """This deployment's record that it created an endpoint, written right after CreateVpcEndpoint.
+
+    Anyone allowed ec2:CreateTags can tag an endpoint as ours; only this deployment writes its
+    registry. An endpoint is deleted only when its tags, its registry record and its service agree.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    endpoint_id: str
+    environment_arn: str
+    service_name: str
+    vpc_id: str
+    role: str | None = None
+    created_at: datetime
+
+
 class EndpointAction(BaseModel):
-    action: Literal["created", "kept", "deleted", "sqs-policy-updated", "sqs-policy-ok", "no-sqs-endpoint"]
+    action: Literal[
+        "created",
+        "kept",
+        "deleted",
+        "skipped",
+        "sqs-policy-updated",
+        "sqs-policy-ok",
+        "no-sqs-endpoint",
+        "sqs-endpoint-not-opted-in",
+    ]
     role: str | None = None
     endpoint_id: str | None = None
     service_name: str | None = None
+    reason: str | None = None
 
 
 class EndpointReconciliation(BaseModel):
     """What one reconciliation of an environment's endpoints did, and why."""
 
     environment_arn: str
-    outcome: Literal["provisioned", "removed", "no-op", "ignored", "failed"]
+    outcome: Literal["provisioned", "removed", "no-op", "ignored", "skipped", "failed"]
     reason: str
     status: str | None = None
     actions: list[EndpointAction] = Field(default_factory=list)

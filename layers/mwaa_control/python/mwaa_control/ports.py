@@ -6,14 +6,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from mwaa_control.models import Environment, EnvironmentRef, ManagedEndpoint
+from mwaa_control.models import EndpointRecord, Environment, EnvironmentRef, ManagedEndpoint
 
 
 class SqsEndpoint(BaseModel):
     endpoint_id: str
     policy: dict[str, Any]
+    tags: dict[str, str] = Field(default_factory=dict)
 
 
 class EnvironmentDirectory(Protocol):
@@ -50,12 +51,48 @@ class EndpointNetwork(Protocol):
 
     def delete_endpoints(self, endpoint_ids: Sequence[str]) -> None: ...
 
-    def sqs_endpoints(self, vpc_id: str) -> list[SqsEndpoint]: ...
+    def sqs_endpoints(self, vpc_id: str) -> list[SqsEndpoint]:
+        """Every live SQS interface endpoint of the VPC, opted in or not (the caller decides)."""
+        ...
 
     def replace_endpoint_policy(self, endpoint_id: str, policy: Mapping[str, Any]) -> None: ...
 
+    def endpoint_policy(self, endpoint_id: str) -> dict[str, Any]:
+        """The endpoint's policy as EC2 returns it now (to verify a write took effect)."""
+        ...
+
+
+class EndpointRegistry(Protocol):
+    """The endpoints this deployment created, recorded when it created them (tags are only claims)."""
+
+    def register(self, record: EndpointRecord) -> None:
+        """Record an endpoint; registering the same endpoint again (idempotent re-create) is fine."""
+        ...
+
+    def lookup(self, endpoint_ids: Sequence[str]) -> dict[str, EndpointRecord]:
+        """The records of those endpoints that are registered, by endpoint id."""
+        ...
+
+    def forget(self, endpoint_ids: Sequence[str]) -> None:
+        """Drop the records (after EC2 accepted the deletion); unknown ids are ignored."""
+        ...
+
+
+class Lease(Protocol):
+    """A held lease. It can be lost while held (a renewal failed and someone else took over)."""
+
+    key: str
+
+    def ensure(self) -> None:
+        """Raise LeaseLost unless the lease is still certainly ours; call before every destructive call."""
+        ...
+
 
 class EnvironmentLock(Protocol):
-    """A lease that serialises work on one environment across concurrent invocations."""
+    """A lease that serialises work on one environment (or one VPC's SQS policy) across invocations.
 
-    def hold(self, key: str) -> AbstractContextManager[None]: ...
+    The context manager raises LockNotAcquired when it cannot get the lease in time, and LeaseLost
+    on exit when the lease was lost while held.
+    """
+
+    def hold(self, key: str) -> AbstractContextManager[Lease]: ...

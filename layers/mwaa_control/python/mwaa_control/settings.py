@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import os
-from typing import Self
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mwaa_control.models import PARTITION, ControlScope
+
+
+def partition_of(region: str) -> str:
+    """The IAM partition of a region, for when AWS_PARTITION is not set."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
 
 
 class EndpointSettings(BaseModel):
@@ -14,28 +25,61 @@ class EndpointSettings(BaseModel):
     deployment_id: str = Field(min_length=1, max_length=128, description="Stack name; tags our endpoints")
     lock_table_name: str = Field(min_length=3)
     region: str
+    partition: str = Field(
+        default="aws", pattern=rf"^{PARTITION}$", description="IAM partition (aws, aws-cn, aws-us-gov); from region"
+    )
     account_id: str = Field(pattern=r"^\d{12}$")
     participant_role_name: str | None = Field(
         default=None, description="Role assumed in participant accounts to read their environments"
     )
     participant_account_ids: tuple[str, ...] = Field(
-        default=(), description="Shared VPC: participant accounts whose environments the fallback also lists"
+        default=(), description="Shared VPC: the only other accounts whose environments are served"
     )
-    lock_lease_seconds: int = Field(default=120, ge=10, le=900)
+    # With heartbeats the lease no longer bounds the work, only how long a crashed holder blocks others.
+    lock_lease_seconds: int = Field(default=30, ge=10, le=900)
     lock_wait_seconds: float = Field(default=60.0, ge=0, le=600)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _partition_from_region(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("partition") and isinstance(data.get("region"), str):
+            return {**data, "partition": partition_of(data["region"])}
+        return data
+
+    @model_validator(mode="after")
+    def _waiters_can_take_over(self) -> Self:
+        # A waiter takes over a crashed holder's lease only after watching it unchanged for a full
+        # lease; one that gives up sooner never would, and every later one would start again.
+        if self.lock_wait_seconds <= self.lock_lease_seconds:
+            raise ValueError(
+                f"LOCK_WAIT_SECONDS ({self.lock_wait_seconds}) must exceed LOCK_LEASE_SECONDS "
+                f"({self.lock_lease_seconds}), or a crashed holder's lease is never taken over"
+            )
+        return self
+
+    @property
+    def scope(self) -> ControlScope:
+        return ControlScope(
+            partition=self.partition,
+            region=self.region,
+            account_id=self.account_id,
+            participant_account_ids=self.participant_account_ids,
+        )
 
     @classmethod
     def from_env(cls) -> Self:
         env = os.environ
+        region = env.get("AWS_REGION") or env["AWS_DEFAULT_REGION"]
         return cls(
             deployment_id=env["DEPLOYMENT_ID"],
             lock_table_name=env["LOCK_TABLE_NAME"],
-            region=env.get("AWS_REGION") or env["AWS_DEFAULT_REGION"],
+            region=region,
+            partition=env.get("AWS_PARTITION") or partition_of(region),
             account_id=env["ACCOUNT_ID"],
             participant_role_name=env.get("PARTICIPANT_ROLE_NAME") or None,
             participant_account_ids=tuple(
                 a.strip() for a in env.get("PARTICIPANT_ACCOUNT_IDS", "").split(",") if a.strip()
             ),
-            lock_lease_seconds=int(env.get("LOCK_LEASE_SECONDS", "120")),
+            lock_lease_seconds=int(env.get("LOCK_LEASE_SECONDS", "30")),
             lock_wait_seconds=float(env.get("LOCK_WAIT_SECONDS", "60")),
         )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.credentials import DeferredRefreshableCredentials
 
 RETRY_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 5},
@@ -19,14 +23,37 @@ def client(service: str, *, region: str | None = None, session: boto3.session.Se
     return (session or boto3.session.Session()).client(service, region_name=region, config=RETRY_CONFIG)
 
 
-def assumed_session(role_arn: str, *, region: str, session_name: str = "mwaa-control") -> boto3.session.Session:
-    """A session with the credentials of a role in another account (shared-VPC participants)."""
-    credentials = client("sts", region=region).assume_role(RoleArn=role_arn, RoleSessionName=session_name)[
-        "Credentials"
-    ]
-    return boto3.session.Session(
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-        region_name=region,
+def assumed_session(
+    role_arn: str,
+    *,
+    region: str,
+    session_name: str = "mwaa-control",
+    sts: Any = None,
+    clock: Callable[[], datetime] | None = None,
+) -> boto3.session.Session:
+    """A session with the credentials of a role in another account (shared-VPC participants).
+
+    The credentials renew themselves (AssumeRole again) before they expire: a warm container keeps
+    its session far longer than the hour assumed-role credentials last. ``clock`` (aware UTC) is the
+    time botocore compares the expiration with; tests move it.
+    """
+    sts = sts or client("sts", region=region)
+
+    def assume_role() -> dict[str, str]:
+        credentials = sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name)["Credentials"]
+        expiration = credentials["Expiration"]
+        return {
+            "access_key": credentials["AccessKeyId"],
+            "secret_key": credentials["SecretAccessKey"],
+            "token": credentials["SessionToken"],
+            "expiry_time": expiration.isoformat() if isinstance(expiration, datetime) else str(expiration),
+        }
+
+    credentials = DeferredRefreshableCredentials(
+        refresh_using=assume_role, method="sts-assume-role", time_fetcher=clock or (lambda: datetime.now(UTC))
     )
+    core = botocore.session.get_session()
+    # botocore has no public setter for a session's credentials; this is how its own
+    # assume-role provider and boto3's documentation examples install refreshable ones.
+    core._credentials = credentials
+    return boto3.session.Session(botocore_session=core, region_name=region)

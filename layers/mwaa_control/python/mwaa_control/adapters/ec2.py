@@ -100,10 +100,19 @@ class Ec2EndpointNetwork:
             ]
         )
         return [
-            SqsEndpoint(endpoint_id=e["VpcEndpointId"], policy=json.loads(e.get("PolicyDocument") or "{}"))
+            SqsEndpoint(
+                endpoint_id=e["VpcEndpointId"],
+                policy=json.loads(e.get("PolicyDocument") or "{}"),
+                tags={t["Key"]: t["Value"] for t in e.get("Tags", [])},
+            )
             for e in endpoints
             if e.get("VpcEndpointType", "Interface") == "Interface"
         ]
 
     def replace_endpoint_policy(self, endpoint_id: str, policy: Mapping[str, Any]) -> None:
         self._ec2.modify_vpc_endpoint(VpcEndpointId=endpoint_id, PolicyDocument=json.dumps(policy))
+
+    def endpoint_policy(self, endpoint_id: str) -> dict[str, Any]:
+        [endpoint] = self._ec2.describe_vpc_endpoints(VpcEndpointIds=[endpoint_id])["VpcEndpoints"]
+        policy: dict[str, Any] = json.loads(endpoint.get("PolicyDocument") or "{}")
+        return policy

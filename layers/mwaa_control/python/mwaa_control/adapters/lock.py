@@ -2,12 +2,26 @@
 create two endpoints for the same service (EC2's ClientToken guards this too on AWS, but it is
 scoped to 24 hours and to identical parameters, and local emulators ignore it).
 
+The scheme is the DynamoDB Lock Client's, which needs no agreement between callers' clocks: the
+record carries its owner, a record version number (rvn) and the lease duration. The holder renews
+the lease from a heartbeat thread (a new rvn every lease/3, conditional on still being the owner),
+so work may take longer than the lease. A waiter remembers the rvn it finds and takes the record
+over only after seeing that SAME rvn for a full lease on its OWN monotonic clock, with a put
+conditional on that rvn: a live holder always changes it sooner. ``expires_at`` is only for the
+table's TTL to collect records of crashed holders, a day after any lease could matter.
+
+A holder that could not renew (someone took over, or DynamoDB did not answer for too long) learns
+it from ``Lease.ensure()``, called before every destructive call, and from LeaseLost on exit.
+
 Written by hand: Powertools Idempotency deduplicates identical events, not different events
 (or the polling fallback) racing on the same environment.
 """
 
 from __future__ import annotations
 
+import contextvars
+import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,7 +30,75 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from mwaa_control.errors import LockNotAcquired
+from mwaa_control.errors import LeaseLost, LockNotAcquired
+from mwaa_control.observability import logger
+
+# Records of crashed holders stay this long past their lease before TTL collects them.
+TTL_MARGIN_SECONDS = 86_400
+# A lease not renewed for this share of its duration is no longer certainly ours: a waiter that
+# started watching right after our last renewal may take it over one lease later.
+SAFE_SHARE_OF_LEASE = 2 / 3
+
+
+def _conditional_check_failed(error: ClientError) -> bool:
+    return bool(error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+
+
+class _HeldLease:
+    """One hold of a key: the owner's current rvn, the heartbeat thread, and whether it was lost."""
+
+    def __init__(self, key: str, owner: str, rvn: str, renewed_at: float, lock: DynamoDbLeaseLock) -> None:
+        self.key = key
+        self.owner = owner
+        self.rvn = rvn
+        self._renewed_at = renewed_at
+        self._lock = lock
+        self._lost: str | None = None
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    def ensure(self) -> None:
+        with self._guard:
+            lost, renewed_at = self._lost, self._renewed_at
+        if lost:
+            raise LeaseLost(f"lease on {self.key} was lost ({lost}); stopped before changing anything")
+        silent = self._lock.monotonic() - renewed_at
+        if silent >= self._lock.lease_seconds * SAFE_SHARE_OF_LEASE:
+            raise LeaseLost(
+                f"lease on {self.key} could not be renewed for {silent:.1f}s of a {self._lock.lease_seconds}s "
+                "lease; another invocation may hold it now"
+            )
+
+    def renewed(self, rvn: str, sent_at: float) -> None:
+        with self._guard:
+            self.rvn, self._renewed_at = rvn, sent_at
+
+    def lose(self, why: str) -> None:
+        with self._guard:
+            self._lost = why
+
+    @property
+    def lost(self) -> str | None:
+        with self._guard:
+            return self._lost
+
+    def start_heartbeat(self, beat: Callable[[_HeldLease], None], every: float) -> None:
+        def run() -> None:
+            while not self._stop.wait(every):
+                beat(self)
+                if self.lost:
+                    return
+
+        # Copy the context so the renewals are made as (and logged for) the invocation that holds.
+        context = contextvars.copy_context()
+        self._heartbeat = threading.Thread(target=context.run, args=(run,), name=f"lease {self.key}", daemon=True)
+        self._heartbeat.start()
+
+    def stop_heartbeat(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
 
 
 class DynamoDbLeaseLock:
@@ -25,62 +107,145 @@ class DynamoDbLeaseLock:
         dynamodb: Any,
         table_name: str,
         *,
-        lease_seconds: int = 120,
+        lease_seconds: float = 30,
         wait_seconds: float = 60.0,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """``clock`` (wall time) only stamps ``expires_at`` for TTL; every decision uses ``monotonic``."""
         self._dynamodb = dynamodb
         self._table = table_name
-        self._lease = lease_seconds
+        self.lease_seconds = lease_seconds
         self._wait = wait_seconds
         self._clock = clock
+        self.monotonic = monotonic
         self._sleep = sleep
 
-    def _try_acquire(self, key: str, owner: str) -> bool:
-        now = int(self._clock())
+    # --- DynamoDB ---------------------------------------------------------------------------------
+    def _key(self, key: str) -> dict[str, Any]:
+        return {"pk": {"S": f"lock#{key}"}}
+
+    def _ttl(self) -> str:
+        return str(int(self._clock()) + math.ceil(self.lease_seconds) + TTL_MARGIN_SECONDS)
+
+    def _read(self, key: str) -> dict[str, Any] | None:
+        item: dict[str, Any] | None = self._dynamodb.get_item(
+            TableName=self._table, Key=self._key(key), ConsistentRead=True
+        ).get("Item")
+        return item
+
+    def _put(self, key: str, owner: str, condition: str, values: dict[str, Any] | None = None) -> str | None:
+        """Write a fresh record of ours if the condition holds; its rvn, or None if it did not."""
+        rvn = uuid.uuid4().hex
         try:
             self._dynamodb.put_item(
                 TableName=self._table,
                 Item={
-                    "pk": {"S": f"lock#{key}"},
+                    **self._key(key),
                     "owner": {"S": owner},
-                    "expires_at": {"N": str(now + self._lease)},
+                    "rvn": {"S": rvn},
+                    "lease_seconds": {"N": str(self.lease_seconds)},
+                    "expires_at": {"N": self._ttl()},
                 },
-                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
-                ExpressionAttributeValues={":now": {"N": str(now)}},
+                ConditionExpression=condition,
+                **({"ExpressionAttributeNames": {"#owner": "owner"}} if "#owner" in condition else {}),
+                **({"ExpressionAttributeValues": values} if values else {}),
             )
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
+            if _conditional_check_failed(error):
+                return None
             raise
-        return True
+        return rvn
 
-    def _release(self, key: str, owner: str) -> None:
+    def _take_over(self, key: str, owner: str, seen: dict[str, Any]) -> str | None:
+        """Replace exactly the record version we watched for a full lease, if it is still there."""
+        if "rvn" in seen:
+            return self._put(key, owner, "rvn = :seen", {":seen": seen["rvn"]})
+        # A record of the previous lock format (no rvn): its owner stands in for the version.
+        return self._put(key, owner, "attribute_not_exists(rvn) AND #owner = :seen", {":seen": seen["owner"]})
+
+    def _renew(self, lease: _HeldLease) -> None:
+        rvn, sent_at = uuid.uuid4().hex, self.monotonic()
+        try:
+            self._dynamodb.update_item(
+                TableName=self._table,
+                Key=self._key(lease.key),
+                UpdateExpression="SET rvn = :rvn, expires_at = :ttl",
+                ConditionExpression="#owner = :owner",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={
+                    ":rvn": {"S": rvn},
+                    ":ttl": {"N": self._ttl()},
+                    ":owner": {"S": lease.owner},
+                },
+            )
+        except ClientError as error:
+            if _conditional_check_failed(error):
+                logger.warning("lease taken over by another invocation", extra={"lock_key": lease.key})
+                lease.lose("another invocation took it over")
+                return
+            # Transient: try again at the next beat; ensure() refuses once the lease is unsafe.
+            logger.warning("lease renewal failed", extra={"lock_key": lease.key, "error": str(error)})
+            return
+        lease.renewed(rvn, sent_at)
+
+    def _release(self, lease: _HeldLease) -> None:
         try:
             self._dynamodb.delete_item(
                 TableName=self._table,
-                Key={"pk": {"S": f"lock#{key}"}},
+                Key=self._key(lease.key),
                 ConditionExpression="#owner = :owner",
                 ExpressionAttributeNames={"#owner": "owner"},
-                ExpressionAttributeValues={":owner": {"S": owner}},
+                ExpressionAttributeValues={":owner": {"S": lease.owner}},
             )
         except ClientError as error:
-            # Our lease expired and someone else holds it now: theirs to release.
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if not _conditional_check_failed(error):
                 raise
+            # Someone else holds it now: theirs to release.
+            lease.lose("another invocation took it over")
+
+    # --- acquiring ------------------------------------------------------------------------------
+    def _acquire(self, key: str) -> _HeldLease:
+        owner = uuid.uuid4().hex
+        deadline = self.monotonic() + self._wait
+        watched: tuple[Any, Any] | None = None
+        watched_since = 0.0
+        delay = 0.05
+        sent_at = self.monotonic()
+        rvn = self._put(key, owner, "attribute_not_exists(pk)")
+        while rvn is None:
+            current = self._read(key)
+            sent_at = self.monotonic()
+            if current is None:
+                rvn = self._put(key, owner, "attribute_not_exists(pk)")
+                continue
+            version = (current.get("rvn"), current.get("owner"))
+            if version != watched:
+                watched, watched_since = version, sent_at
+            elif sent_at - watched_since >= float(current.get("lease_seconds", {}).get("N", self.lease_seconds)):
+                rvn = self._take_over(key, owner, current)
+                if rvn is not None:
+                    logger.warning("took over the lease of a holder that stopped renewing", extra={"lock_key": key})
+                    break
+                watched = None  # it changed under us: watch the new version from the start
+            if self.monotonic() >= deadline:
+                raise LockNotAcquired(f"another invocation is working on {key}; the event will be retried")
+            self._sleep(min(delay, max(deadline - self.monotonic(), 0.0)))
+            delay = min(delay * 2, 1.0)
+        return _HeldLease(key, owner, rvn, sent_at, self)
 
     @contextmanager
-    def hold(self, key: str) -> Iterator[None]:
-        owner = uuid.uuid4().hex
-        deadline = self._clock() + self._wait
-        delay = 0.05
-        while not self._try_acquire(key, owner):
-            if self._clock() >= deadline:
-                raise LockNotAcquired(f"another invocation is working on {key}; the event will be retried")
-            self._sleep(delay)
-            delay = min(delay * 2, 2.0)
+    def hold(self, key: str) -> Iterator[_HeldLease]:
+        lease = self._acquire(key)
+        lease.start_heartbeat(self._renew, self.lease_seconds / 3)
         try:
-            yield
+            yield lease
         finally:
-            self._release(key, owner)
+            lease.stop_heartbeat()
+            if lease.lost is None:
+                self._release(lease)
+            if lease.lost is not None:
+                logger.warning("lease was lost while held", extra={"lock_key": key, "reason": lease.lost})
+        if lease.lost is not None:
+            raise LeaseLost(f"lease on {key} was lost while held ({lease.lost}); the work may be incomplete")

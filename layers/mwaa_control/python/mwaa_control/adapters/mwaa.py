@@ -2,43 +2,50 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from mwaa_control.adapters.clients import assumed_session, client
-from mwaa_control.errors import CrossAccountNotConfigured
-from mwaa_control.models import Environment, EnvironmentRef
+from mwaa_control.errors import CrossAccountNotConfigured, EnvironmentOutOfScope
+from mwaa_control.models import ControlScope, Environment, EnvironmentRef
 
 
 class MwaaDirectory:
     def __init__(
         self,
         *,
-        account_id: str,
-        region: str,
+        scope: ControlScope,
         participant_role_name: str | None = None,
-        participant_account_ids: tuple[str, ...] = (),
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self._account_id = account_id
-        self._participants = participant_account_ids
-        self._region = region
+        """``clock`` (aware UTC) decides when participant credentials are renewed; tests move it."""
+        self._scope = scope
         self._participant_role_name = participant_role_name
+        self._clock = clock
         self._clients: dict[tuple[str, str], Any] = {}
 
     def _client_for(self, account: str, region: str) -> Any:
         key = (account, region)
         if key not in self._clients:
-            if account == self._account_id:
+            # Checked here too, whatever the caller checked: a role is only ever assumed in an
+            # account the operator configured, and only in our region.
+            if region != self._scope.region or account not in self._scope.accounts:
+                raise EnvironmentOutOfScope(
+                    f"refusing to read environments of account {account} in {region}: this deployment serves "
+                    f"{list(self._scope.accounts)} in {self._scope.region}"
+                )
+            if account == self._scope.account_id:
                 self._clients[key] = client("mwaa", region=region)
             elif self._participant_role_name:
-                role_arn = f"arn:aws:iam::{account}:role/{self._participant_role_name}"
-                session = assumed_session(role_arn, region=region)
+                role_arn = f"arn:{self._scope.partition}:iam::{account}:role/{self._participant_role_name}"
+                session = assumed_session(role_arn, region=region, clock=self._clock)
                 self._clients[key] = client("mwaa", region=region, session=session)
             else:
                 raise CrossAccountNotConfigured(
-                    f"environment is in account {account}, not {self._account_id}; set the "
+                    f"environment is in account {account}, not {self._scope.account_id}; set the "
                     "ParticipantRoleName parameter so the control plane can read participant environments"
                 )
         return self._clients[key]
@@ -54,8 +61,10 @@ class MwaaDirectory:
 
     def list_environments(self) -> Iterator[EnvironmentRef]:
         """This account's environments and, in the shared-VPC layout, every participant's."""
-        for account in (self._account_id, *self._participants):
-            paginator = self._client_for(account, self._region).get_paginator("list_environments")
+        for account in self._scope.accounts:
+            paginator = self._client_for(account, self._scope.region).get_paginator("list_environments")
             for page in paginator.paginate(PaginationConfig={"PageSize": 25}):
                 for name in page.get("Environments", []):
-                    yield EnvironmentRef(account=account, region=self._region, name=name)
+                    yield EnvironmentRef(
+                        account=account, region=self._scope.region, name=name, partition=self._scope.partition
+                    )

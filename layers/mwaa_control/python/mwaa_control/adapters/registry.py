@@ -1,0 +1,57 @@
+"""The registry of the endpoints this deployment created, in the state (lease) table.
+
+One item per endpoint, ``pk = "endpoint#<vpce-id>"``, written right after CreateVpcEndpoint and
+deleted once EC2 accepted the endpoint's deletion. The items carry no ``expires_at``: the table's
+TTL, which collects expired leases, must never forget an endpoint we created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from mwaa_control.models import EndpointRecord
+
+_PREFIX = "endpoint#"
+
+
+class DynamoDbEndpointRegistry:
+    def __init__(self, dynamodb: Any, table_name: str) -> None:
+        self._dynamodb = dynamodb
+        self._table = table_name
+
+    def register(self, record: EndpointRecord) -> None:
+        item = {
+            "pk": {"S": _PREFIX + record.endpoint_id},
+            "environment_arn": {"S": record.environment_arn},
+            "service_name": {"S": record.service_name},
+            "vpc_id": {"S": record.vpc_id},
+            "created_at": {"S": record.created_at.isoformat()},
+        }
+        if record.role:
+            item["role"] = {"S": record.role}
+        # Unconditional: an idempotent re-create (same ClientToken) returns the same endpoint, whose
+        # record is then written again with the same content.
+        self._dynamodb.put_item(TableName=self._table, Item=item)
+
+    def lookup(self, endpoint_ids: Sequence[str]) -> dict[str, EndpointRecord]:
+        found: dict[str, EndpointRecord] = {}
+        for endpoint_id in dict.fromkeys(endpoint_ids):
+            item = self._dynamodb.get_item(
+                TableName=self._table, Key={"pk": {"S": _PREFIX + endpoint_id}}, ConsistentRead=True
+            ).get("Item")
+            if item:
+                found[endpoint_id] = EndpointRecord(
+                    endpoint_id=endpoint_id,
+                    environment_arn=item["environment_arn"]["S"],
+                    service_name=item["service_name"]["S"],
+                    vpc_id=item["vpc_id"]["S"],
+                    role=item.get("role", {}).get("S"),
+                    created_at=datetime.fromisoformat(item["created_at"]["S"]),
+                )
+        return found
+
+    def forget(self, endpoint_ids: Sequence[str]) -> None:
+        for endpoint_id in endpoint_ids:
+            self._dynamodb.delete_item(TableName=self._table, Key={"pk": {"S": _PREFIX + endpoint_id}})
