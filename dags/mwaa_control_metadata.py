@@ -6,7 +6,12 @@ Both are triggered by the pause/resume workflow through the CLI token API with a
     {"environment": "etl-prod", "location": "s3://bucket/prefix", "kms_key_id": "arn:aws:kms:...",
      "drain": {"timeout": 1800, "on_timeout": "abort", "leave_paused": true},   # export only
      "backup_id": "20261121T213305Z-1a2b3c4d",                                  # import only
-     "mwaa_control": {"task_token": "...", "region": "..."}}                   # the callback
+     "source_environment": "etl-prod-old",             # import only, optional: another env's backup
+     "mwaa_control": {"callback_id": "...", "table": "...", "region": "..."}}  # the callback
+
+Both need the KMS key: the export's backup is authenticated with it (a backup without is refused
+by restores), and the import restores only an authenticated backup, never an unauthenticated one,
+whatever the conf says.
 
 and report back to Step Functions through the callback contract: the result (backup id, row
 counts) on success, the error on failure. Their own runs are never exported (`mwaa_control_`
@@ -25,18 +30,18 @@ EXPORT_DAG_ID = "mwaa_control_metadata_export"
 IMPORT_DAG_ID = "mwaa_control_metadata_import"
 
 
-def _settings(conf: dict[str, Any]) -> tuple[str, str, str | None]:
-    missing = [k for k in ("environment", "location") if not conf.get(k)]
+def _settings(conf: dict[str, Any]) -> tuple[str, str, str]:
+    missing = [k for k in ("environment", "location", "kms_key_id") if not conf.get(k)]
     if missing:
-        raise ValueError(f"the run conf needs {', '.join(missing)}")
-    return str(conf["environment"]), str(conf["location"]), conf.get("kms_key_id")
+        raise ValueError(f"the run conf needs {', '.join(missing)} (the KMS key authenticates every backup)")
+    return str(conf["environment"]), str(conf["location"]), str(conf["kms_key_id"])
 
 
-def _keys(kms_key_id: str | None) -> Any:
+def _keys(kms_key_id: str) -> Any:
     from mwaa_control.adapters.clients import client
     from mwaa_control.metadata.sealing import KmsKeyService
 
-    return KmsKeyService(client("kms"), kms_key_id) if kms_key_id else None
+    return KmsKeyService(client("kms"), kms_key_id)
 
 
 def _database() -> Any:
@@ -97,10 +102,13 @@ def import_metadata(**context: Any) -> dict[str, Any]:
             backup_id=backup_id,
             keys=_keys(kms_key_id),
             target_fernet_key=airflow_conf.get("core", "fernet_key", fallback=None),
+            source_environment=str(conf.get("source_environment") or environment),
+            allow_unauthenticated=False,  # never from a run conf: anyone who can trigger could ask
         )
     )
     return {
         "backup_id": backup_id,
+        "source_environment": str(conf.get("source_environment") or environment),
         "status": report.status,
         "inserted": sum(t.inserted for t in report.tables),
         "matched": sum(t.matched for t in report.tables),

@@ -25,7 +25,31 @@ errors = Console(stderr=True)
 
 DbUrl = Annotated[str, typer.Option("--db-url", help="SQLAlchemy URL of the Airflow metadata database")]
 Environment = Annotated[str, typer.Option("--environment", "-e", help="environment name (backups/{environment}/...)")]
-KmsKey = Annotated[str | None, typer.Option("--kms-key-id", help="KMS key that seals secrets (id, ARN or alias)")]
+KmsKey = Annotated[
+    str | None,
+    typer.Option(
+        "--kms-key-id",
+        help="KMS key of the backups (id, ARN or alias): seals secrets and authenticates each backup",
+    ),
+]
+SourceEnvironment = Annotated[
+    str | None,
+    typer.Option(
+        "--source-environment",
+        help="restore a backup written for ANOTHER environment (default: the target --environment); "
+        "the backup is authenticated as that environment's",
+    ),
+]
+AllowUnauthenticated = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unauthenticated",
+        help="DANGEROUS: restore a backup that cannot be authenticated (no manifest.mac: written without "
+        "a KMS key or by an older version). Anyone who can write the backup bucket can write such a "
+        "backup, and restored pickles run code when Airflow reads them (they are still checked). Use "
+        "only for a backup whose origin you know. A backup that FAILS authentication is refused anyway.",
+    ),
+]
 FernetEnv = Annotated[
     str,
     typer.Option(
@@ -64,9 +88,12 @@ def backup(
     leave_paused: Annotated[bool, typer.Option(help="keep DAGs paused afterwards (before a pause)")] = False,
     region: Region = None,
 ) -> None:
-    """Back up the metadata database to a new backups/{environment}/{backup_id}/."""
+    """Back up the metadata database to a new backups/{environment}/{backup_id}/. Give --kms-key-id:
+    without it the backup cannot be authenticated, and restores refuse it by default."""
     if on_timeout not in ("abort", "proceed"):
         _fail(ValueError("--on-timeout is abort or proceed"))
+    if not kms_key_id:
+        errors.print("[yellow]warning:[/yellow] no --kms-key-id: this backup cannot be authenticated")
     try:
         engine = BackupEngine(open_database(db_url), _store(to, kms_key_id, region))
         request = BackupRequest(
@@ -91,21 +118,30 @@ def restore(
     db_url: DbUrl,
     from_: Annotated[str, typer.Option("--from", help="directory or s3://bucket/prefix")],
     environment: Environment,
-    backup_id: Annotated[str | None, typer.Option(help="default: the newest complete backup")] = None,
+    backup_id: Annotated[str | None, typer.Option(help="default: the newest AUTHENTICATED backup")] = None,
     kms_key_id: KmsKey = None,
     fernet_key_env: FernetEnv = "AIRFLOW__CORE__FERNET_KEY",
+    source_environment: SourceEnvironment = None,
+    allow_unauthenticated: AllowUnauthenticated = False,
     region: Region = None,
 ) -> None:
-    """Restore a backup into a migrated Airflow database of the same version: all or nothing."""
+    """Restore a backup into a migrated Airflow database of the same version: all or nothing, and
+    only once the backup is authenticated (give --kms-key-id)."""
+    source = source_environment or environment
     try:
         store = _store(from_, kms_key_id, region)
-        chosen = backup_id or latest_backup(store, environment)
+        keys = _keys(kms_key_id, region)
+        if backup_id is None and keys is None:
+            raise MetadataError("give --backup-id, or --kms-key-id to find the newest authenticated backup")
+        chosen = backup_id or latest_backup(store, source, keys)  # type: ignore[arg-type]
         report = RestoreEngine(open_database(db_url), store).restore(
             RestoreRequest(
                 environment=environment,
                 backup_id=chosen,
-                keys=_keys(kms_key_id, region),
+                keys=keys,
                 target_fernet_key=os.environ.get(fernet_key_env),
+                source_environment=source,
+                allow_unauthenticated=allow_unauthenticated,
             )
         )
     except MetadataError as error:
@@ -116,24 +152,33 @@ def restore(
         f"{report.status} {chosen}: {inserted} rows inserted, {matched} matched existing rows, "
         f"{report.reencrypted_values} secrets re-encrypted"
     )
+    if not report.authenticated:
+        errors.print(f"[red]NOT AUTHENTICATED:[/red] {'; '.join(report.problems)}", soft_wrap=True)
 
 
 @metadata.command("verify")
 def verify(
     from_: Annotated[str, typer.Option("--from", help="directory or s3://bucket/prefix")],
     environment: Environment,
-    backup_id: Annotated[str | None, typer.Option(help="default: the newest complete backup")] = None,
+    backup_id: Annotated[str | None, typer.Option(help="default: the newest authenticated backup")] = None,
     db_url: Annotated[str | None, typer.Option("--db-url", help="also check this restored database")] = None,
+    kms_key_id: KmsKey = None,
     fernet_key_env: FernetEnv = "AIRFLOW__CORE__FERNET_KEY",
     region: Region = None,
 ) -> None:
-    """Check a backup's files against its manifest, and optionally a restored database against it."""
+    """Check a backup's authenticity (with --kms-key-id), its files against its manifest and its
+    pickled values, and optionally a restored database against it."""
     try:
         store = _store(from_, None, region)
-        chosen = backup_id or latest_backup(store, environment)
-        report = verify_backup(store, environment, chosen)
+        keys = _keys(kms_key_id, region)
+        if backup_id is None and keys is None:
+            raise MetadataError("give --backup-id, or --kms-key-id to find the newest authenticated backup")
+        chosen = backup_id or latest_backup(store, environment, keys)  # type: ignore[arg-type]
+        report = verify_backup(store, environment, chosen, keys)
         if db_url and report.ok:
-            report = verify_restore(open_database(db_url), store, environment, chosen, os.environ.get(fernet_key_env))
+            report = verify_restore(
+                open_database(db_url), store, environment, chosen, os.environ.get(fernet_key_env), keys=keys
+            )
     except MetadataError as error:
         _fail(error)
     table = Table("table", "in backup", "in target", "missing keys", "ok")
@@ -148,6 +193,8 @@ def verify(
     console.print(table)
     for problem in report.problems:
         errors.print(f"[red]problem:[/red] {problem}")
+    if report.authenticated is not True:
+        errors.print(f"[yellow]authentication:[/yellow] {report.authentication}", soft_wrap=True)
     console.print(f"{report.checked} {chosen}: {'[green]verified[/green]' if report.ok else '[red]FAILED[/red]'}")
     if not report.ok:
         raise typer.Exit(1)
@@ -157,14 +204,18 @@ def verify(
 def list_(
     from_: Annotated[str, typer.Option("--from", help="directory or s3://bucket/prefix")],
     environment: Annotated[str | None, typer.Option("--environment", "-e")] = None,
+    kms_key_id: KmsKey = None,
     region: Region = None,
 ) -> None:
-    """List complete backups (those with a manifest), oldest first."""
+    """List complete backups (those with a manifest), oldest first, and whether each is
+    authenticated (checked only with --kms-key-id: one KMS call per backup)."""
     try:
-        backups = list_backups(_store(from_, None, region), environment)
+        backups = list_backups(_store(from_, None, region), environment, _keys(kms_key_id, region))
     except MetadataError as error:
         _fail(error)
-    table = Table("environment", "backup id", "created", "airflow", "tables", "rows", "bytes", "in flight")
+    table = Table(
+        "environment", "backup id", "created", "airflow", "tables", "rows", "bytes", "in flight", "authenticated"
+    )
     for item in backups:
         table.add_row(
             item.environment,
@@ -175,5 +226,9 @@ def list_(
             str(item.rows),
             str(item.bytes),
             str(item.in_flight),
+            {True: "yes", False: "[red]NO[/red]", None: "not checked"}[item.authenticated],
         )
     console.print(table)
+    for item in backups:
+        if item.authenticated is not True:
+            console.print(f"{item.environment}/{item.backup_id}: {item.authentication}", soft_wrap=True)

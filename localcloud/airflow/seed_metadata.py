@@ -17,6 +17,10 @@ deterministic.
 
 Every secret (variable values, connection passwords and extras, a trigger's kwargs) carries a
 unique `SEKRET-<nn>-...` marker, listed in the output, so a test can scan a backup for plaintext.
+Some secrets Airflow itself keeps in plaintext: a Step Functions task token in a run's conf (the
+control plane's callback block) and the conf a user typed into the trigger form, which the audit
+log records. Their markers are listed apart (`plaintext_secret_markers`): they are in the
+database, and must not be in a backup.
 
 Prints one JSON line on stdout (the last line): what was seeded. Everything else Airflow prints goes
 to /dev/null unless MWAA_SEED_VERBOSE=1 (then to stderr)."""
@@ -48,15 +52,20 @@ def at(year: int, month: int, day: int, hour: int = 0) -> datetime:
 # --- secrets ------------------------------------------------------------------------------------
 
 MARKERS: list[str] = []
+# Secrets Airflow stores in plaintext, which a backup must still never carry.
+PLAINTEXT_MARKERS: list[str] = []
 # Where each marker is stored: {"marker", "table", "column", "key"} (one marker may be in two places).
 SECRET_LOCATIONS: list[dict[str, str]] = []
 
 
-def secret(n: int, what: str, table: str, column: str, key: str) -> str:
+def secret(n: int, what: str, table: str, column: str, key: str, *, airflow_encrypts: bool = True) -> str:
     """A unique plaintext marker (`SEKRET-07-conn-password-...`) to embed in one secret value."""
     marker = f"SEKRET-{n:02d}-{what}-Zq{n * 7919 % 10007:05d}"
-    if marker in MARKERS:
+    if marker in MARKERS or marker in PLAINTEXT_MARKERS:
         raise ValueError(f"duplicate secret marker {marker}")
+    if not airflow_encrypts:
+        PLAINTEXT_MARKERS.append(marker)
+        return marker
     MARKERS.append(marker)
     SECRET_LOCATIONS.append({"marker": marker, "table": table, "column": column, "key": key})
     return marker
@@ -597,6 +606,7 @@ class Seeder:
 
         legacy = dagbag.get_dag("seed.legacy-report_v1")
         legacy.test(execution_date=at(2024, 1, 15), session=session)
+        self.seed_control_plane_runs(legacy, session)
 
         producer = dagbag.get_dag("seed_producer")
         consumer = dagbag.get_dag("seed_consumer")
@@ -648,6 +658,34 @@ class Seeder:
         still_running = session.query(DagRun).filter(DagRun.state == DagRunState.RUNNING).all()
         if [r.dag_id for r in still_running] != ["seed_deferred"]:
             raise RuntimeError(f"unexpected running DAG runs: {[(r.dag_id, r.run_id) for r in still_running]}")
+
+    def seed_control_plane_runs(self, dag: Any, session: Any) -> None:
+        """Runs the way the control plane triggers them (a callback block in the conf, with the
+        Step Functions task token of the legacy contract and the callback reference of the new
+        one), and a run whose conf Airflow pickles with pendulum and datetime values."""
+        import pendulum
+        from airflow.utils.types import DagRunType
+
+        token = secret(20, "task-token", "dag_run", "conf", "seed.legacy-report_v1", airflow_encrypts=False)
+        second = secret(21, "task-token-2", "dag_run", "conf", "seed.legacy-report_v1", airflow_encrypts=False)
+        legacy = {"mwaa_control": {"task_token": f"AQCEAAAAKgAAAAMAAAAA{token}", "region": "us-east-1"}}
+        reference = {
+            "mwaa_control": {
+                "callback_id": "cb-0001",
+                "table": "mwaa-control-callbacks",
+                "region": "us-east-1",
+                "task_token": f"AQCEAAAAKgAAAAMAAAAB{second}",
+            },
+            "report": "naïve ☃",
+        }
+        timed = {
+            "window_start": pendulum.datetime(2024, 1, 1, tz="Europe/Paris"),
+            "window_end": datetime(2024, 2, 1, tzinfo=UTC),
+            "cutoff": pendulum.duration(hours=6),
+            "day": pendulum.date(2024, 1, 31),
+        }
+        for logical, conf in ((at(2024, 1, 22), legacy), (at(2024, 1, 29), reference), (at(2024, 2, 5), timed)):
+            self.run_to_end(dag, self.create_run(dag, logical, DagRunType.MANUAL, conf, session), session)
 
     def fix_run_dates(self, session: Any) -> None:
         """Runs and task instances get fixed start and end instants: dag.test() starts a run at its
@@ -711,6 +749,22 @@ class Seeder:
             "note": HOSTILE_TEXT,
         }
         session.add(Log(event="cli_trigger", dag_id="seed_etl", owner="naïve ☃", extra=json.dumps(details, indent=2)))
+        # What the web server's action_logging records (airflow/www/decorators.py): the trigger
+        # form's fields (the conf a user typed, secrets included) and the REST API's JSON body.
+        form_conf = {"api_key": secret(22, "trigger-form-conf", "log", "extra", "trigger", airflow_encrypts=False)}
+        session.add(
+            Log(
+                event="trigger",
+                dag_id="seed_etl",
+                owner="admin",
+                extra=json.dumps({"run_id": "", "conf": json.dumps(form_conf, indent=4), "unpause": "on"}),
+            )
+        )
+        api_secret = secret(23, "api-trigger-conf", "log", "extra", "api.post_dag_run", airflow_encrypts=False)
+        api_conf = {"password": api_secret}
+        session.add(
+            Log(event="api.post_dag_run", dag_id="seed_etl", owner="admin", extra=json.dumps({"conf": api_conf}))
+        )
         session.add(
             Log(
                 event="variable.edit",
@@ -854,6 +908,7 @@ class Seeder:
             "alembic_revision": revision,
             "dialect": bind.dialect.name,
             "secret_markers": MARKERS,
+            "plaintext_secret_markers": PLAINTEXT_MARKERS,
             "dags": dags,
             "table_counts": counts,
             "monthly_stats": stats,

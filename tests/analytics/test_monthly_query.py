@@ -317,8 +317,8 @@ TASKS = query_file("monthly_task_durations.sql")
 # ---- the tests -----------------------------------------------------------------------------------
 
 
-def test_the_latest_backup_is_found_from_the_manifests(backups: Backups) -> None:
-    assert latest_backup(LocalStore(backups.bucket), "env-a") == backups.second
+def test_the_latest_backup_is_found_from_the_manifests(backups: Backups, backup_keys: KeyService) -> None:
+    assert latest_backup(LocalStore(backups.bucket), "env-a", backup_keys) == backups.second
     assert backups.first < backups.second
 
 

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken
 
 from mwaa_control.metadata.manifest import RestoreReport
+from mwaa_control.metadata.pickles import load_plain
 from mwaa_control.metadata.restore import LEDGER_EVENT
 from mwaa_control.metadata.schema import Schema
 
@@ -113,6 +114,20 @@ def expected_target(
         for column in columns:
             target[column] = row[column]
     return expected
+
+
+def without_task_token(row: Row) -> Row:
+    """A run's conf, loaded, without the Step Functions task token a backup never carries. Only
+    confs with the control plane's callback block are loaded (by the restricted loader: there is
+    no pendulum in this process); the others are compared byte for byte."""
+    conf = row.get("conf")
+    if not isinstance(conf, bytes) or b"mwaa_control" not in conf:
+        return row
+    loaded = load_plain(conf, where="dag_run.conf")
+    block = loaded.get("mwaa_control") if isinstance(loaded, dict) else None
+    if isinstance(block, dict):
+        loaded["mwaa_control"] = {k: v for k, v in block.items() if k != "task_token"}
+    return {**row, "conf": loaded}
 
 
 def without_ledger(table: str, rows: list[Row]) -> list[Row]:

@@ -98,6 +98,7 @@ def test_export_and_import_dags(postgres: PostgresServer, moto_url: str, tmp_pat
     listed = s3.list_objects_v2(Bucket="metadata-backups", Prefix="mwaa/backups/etl-prod/")["Contents"]
     manifests = [o["Key"] for o in listed if o["Key"].endswith("/manifest.json")]
     assert len(manifests) == 1
+    assert manifests[0].replace("manifest.json", "manifest.mac") in {o["Key"] for o in listed}
     manifest = Manifest.model_validate_json(s3.get_object(Bucket="metadata-backups", Key=manifests[0])["Body"].read())
     assert manifest.airflow_version == "2.11.0" and manifest.sealed_values > 0
     # The export's own run was running while it read: it is not in the backup.
@@ -144,3 +145,76 @@ def test_rows_larger_than_the_parsers_block_are_backed_up(postgres: PostgresServ
     manifest = BackupEngine(open_database(url), store).backup(BackupRequest("big", None, None))
     path = Path(store.url) / "backups/big" / manifest.backup_id / "tables/log/part-00000.parquet"
     assert big in pq.read_table(path).column("extra").to_pylist()
+
+
+SETTINGS_PROBE = r"""
+import importlib.util, json, sys
+from types import SimpleNamespace
+
+spec = importlib.util.spec_from_file_location("dags_under_test", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+
+import mwaa_control.metadata.restore as restore
+
+requests = []
+
+
+class Recorder:
+    def __init__(self, database, store):
+        pass
+
+    def restore(self, request):
+        requests.append(request)
+        return SimpleNamespace(status="restored", tables=[], restore_id="r")
+
+
+restore.RestoreEngine = Recorder
+module._database = lambda: None
+module._keys = lambda key: key
+results = {}
+base = {"environment": "etl-staging", "location": "/tmp/nowhere"}
+try:
+    module.export_metadata(dag_run=SimpleNamespace(conf=base))
+    results["export"] = "ran"
+except ValueError as error:
+    results["export"] = str(error)
+for name, conf in {
+    "own": {**base, "kms_key_id": "k", "backup_id": "b1"},
+    "named": {**base, "kms_key_id": "k", "backup_id": "b1", "source_environment": "etl-prod"},
+    "waiver": {**base, "kms_key_id": "k", "backup_id": "b1", "allow_unauthenticated": True},
+}.items():
+    module.import_metadata(dag_run=SimpleNamespace(conf=conf))
+    request = requests[-1]
+    results[name] = [request.environment, request.source_environment, request.allow_unauthenticated]
+try:
+    module.import_metadata(dag_run=SimpleNamespace(conf={**base, "backup_id": "b1"}))
+    results["import without key"] = "ran"
+except ValueError as error:
+    results["import without key"] = str(error)
+print(json.dumps(results))
+"""
+
+
+def test_the_dags_always_use_a_kms_key_and_never_waive_authentication(tmp_path: Path) -> None:
+    """The export refuses to run without a KMS key (its backup could not be authenticated); the
+    import restores another environment's backup only when the conf names it, and ignores any
+    request to accept an unauthenticated backup."""
+    backend = AirflowBackend(tmp_path / "probe", release="2.11.0")
+    env = {**backend.environment(), "PYTHONPATH": str(PACKAGE)}
+    done = subprocess.run(
+        [str(backend.venv / "bin" / "python"), "-W", "ignore", "-c", SETTINGS_PROBE, str(DAG_FILE)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "kms_key_id" in results["export"]
+    assert "kms_key_id" in results["import without key"]
+    assert results["own"] == ["etl-staging", "etl-staging", False]
+    assert results["named"] == ["etl-staging", "etl-prod", False]
+    assert results["waiver"] == ["etl-staging", "etl-staging", False]

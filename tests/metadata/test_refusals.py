@@ -5,21 +5,14 @@ writes them."""
 from __future__ import annotations
 
 import json
-import shutil
-import sqlite3
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pyarrow as pa
 import pytest
 from cryptography.fernet import Fernet
-from moto import mock_aws
 
-from localcloud.airflow.backend import AirflowBackend
 from mwaa_control.metadata.backup import BackupEngine, BackupRequest, Drain
 from mwaa_control.metadata.database import open_database
 from mwaa_control.metadata.errors import (
@@ -32,84 +25,15 @@ from mwaa_control.metadata.errors import (
 )
 from mwaa_control.metadata.manifest import Manifest, backup_prefix
 from mwaa_control.metadata.restore import RestoreEngine, RestoreRequest
-from mwaa_control.metadata.sealing import KmsKeyService
 from mwaa_control.metadata.store import LocalStore
-
-NOW = "2026-11-21 10:00:00.000000"
-
-
-@dataclass
-class Templates:
-    v211: Path
-    v292: Path
-
-
-@pytest.fixture(scope="module")
-def templates(tmp_path_factory: pytest.TempPathFactory) -> Templates:
-    paths = []
-    for release in ("2.11.0", "2.9.2"):
-        backend = AirflowBackend(tmp_path_factory.mktemp(release), release=release)
-        backend.ensure_ready()
-        paths.append(backend.home / "airflow.db")
-    return Templates(*paths)
-
-
-@dataclass
-class Env:
-    path: Path
-    url: str
-    fernet: str
-    store: LocalStore
-    keys: KmsKeyService
-
-    def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.path) as db:
-            return db.execute(statement, params).fetchall()
-
-    def dump(self) -> bytes:
-        with sqlite3.connect(self.path) as db:
-            return "\n".join(db.iterdump()).encode()
-
-
-@pytest.fixture
-def kms() -> Iterator[Any]:
-    with mock_aws():
-        yield boto3.client("kms", region_name="us-east-1")
-
-
-def _env(template: Path, tmp: Path, name: str, kms: Any, store: LocalStore | None = None) -> Env:
-    path = tmp / f"{name}.db"
-    shutil.copy(template, path)
-    keys = KmsKeyService(kms, kms.create_key()["KeyMetadata"]["KeyId"])
-    return Env(path, f"sqlite:///{path}", Fernet.generate_key().decode(), store or LocalStore(tmp / "b"), keys)
-
-
-def _populate(env: Env, *, running: bool = False) -> None:
-    token = Fernet(env.fernet.encode()).encrypt(b"SEKRET-value").decode()
-    env.sql("INSERT INTO variable (key, val, is_encrypted) VALUES ('k', ?, 1)", (token,))
-    for dag_id, paused in (("etl", 0), ("reports", 1)):
-        env.sql(
-            "INSERT INTO dag (dag_id, is_paused, is_active, max_active_tasks, max_consecutive_failed_dag_runs,"
-            " has_task_concurrency_limits) VALUES (?, ?, 1, 16, 0, 0)",
-            (dag_id, paused),
-        )
-    env.sql(
-        "INSERT INTO dag_run (dag_id, execution_date, run_id, run_type, state, clear_number, log_template_id)"
-        " VALUES ('etl', ?, 'manual__1', 'manual', ?, 0, 1)",
-        (NOW, "running" if running else "success"),
-    )
-    env.sql(
-        "INSERT INTO task_instance (task_id, dag_id, run_id, map_index, state, pool, pool_slots, try_number)"
-        " VALUES ('load', 'etl', 'manual__1', -1, ?, 'default_pool', 1, 1)",
-        ("running" if running else "success",),
-    )
+from tests.metadata.databases import Env, Templates, make_env, populate
 
 
 def test_wrong_source_fernet_key_fails_and_leaves_no_partial_backup(
     templates: Templates, tmp_path: Path, kms: Any
 ) -> None:
-    env = _env(templates.v211, tmp_path, "src", kms)
-    _populate(env)
+    env = make_env(templates.v211, tmp_path, "src", kms)
+    populate(env)
     with pytest.raises(SealingError, match=r"variable\.val of k cannot be decrypted"):
         BackupEngine(open_database(env.url), env.store).backup(
             BackupRequest("etl-prod", env.keys, Fernet.generate_key().decode(), backup_id="b1")
@@ -118,20 +42,20 @@ def test_wrong_source_fernet_key_fails_and_leaves_no_partial_backup(
 
 
 def test_secrets_without_a_kms_key_are_refused(templates: Templates, tmp_path: Path, kms: Any) -> None:
-    env = _env(templates.v211, tmp_path, "src", kms)
-    _populate(env)
+    env = make_env(templates.v211, tmp_path, "src", kms)
+    populate(env)
     with pytest.raises(MetadataError, match="give a KMS key"):
         BackupEngine(open_database(env.url), env.store).backup(BackupRequest("etl-prod", None, env.fernet))
 
 
 def _backed_up(source_template: Path, target_template: Path, tmp: Path, kms: Any) -> tuple[Env, Manifest, Env, bytes]:
     """A populated source backed up, and a target sharing its store, dumped before any restore."""
-    source = _env(source_template, tmp, "src", kms)
-    _populate(source)
+    source = make_env(source_template, tmp, "src", kms)
+    populate(source)
     manifest = BackupEngine(open_database(source.url), source.store).backup(
         BackupRequest("etl-prod", source.keys, source.fernet)
     )
-    target = _env(target_template, tmp, "dst", kms, source.store)
+    target = make_env(target_template, tmp, "dst", kms, source.store)
     return source, manifest, target, target.dump()
 
 
@@ -161,8 +85,8 @@ def test_corrupt_backup_and_missing_keys_are_refused(templates: Templates, tmp_p
 
 
 def test_drain_times_out_puts_pause_states_back(templates: Templates, tmp_path: Path, kms: Any) -> None:
-    env = _env(templates.v211, tmp_path, "src", kms)
-    _populate(env, running=True)
+    env = make_env(templates.v211, tmp_path, "src", kms)
+    populate(env, running=True)
     with pytest.raises(DrainTimeout, match="still running or queued"):
         BackupEngine(open_database(env.url), env.store).backup(
             BackupRequest("etl-prod", env.keys, env.fernet, drain=Drain(timeout=0, poll=0))
@@ -172,8 +96,8 @@ def test_drain_times_out_puts_pause_states_back(templates: Templates, tmp_path: 
 
 
 def test_drain_can_proceed_and_record_what_was_in_flight(templates: Templates, tmp_path: Path, kms: Any) -> None:
-    env = _env(templates.v211, tmp_path, "src", kms)
-    _populate(env, running=True)
+    env = make_env(templates.v211, tmp_path, "src", kms)
+    populate(env, running=True)
     manifest = BackupEngine(open_database(env.url), env.store).backup(
         BackupRequest("etl-prod", env.keys, env.fernet, drain=Drain(timeout=0, poll=0, on_timeout="proceed"))
     )
@@ -184,8 +108,8 @@ def test_drain_can_proceed_and_record_what_was_in_flight(templates: Templates, t
 
 
 def test_drain_waits_for_running_tasks_then_leaves_dags_paused(templates: Templates, tmp_path: Path, kms: Any) -> None:
-    env = _env(templates.v211, tmp_path, "src", kms)
-    _populate(env, running=True)
+    env = make_env(templates.v211, tmp_path, "src", kms)
+    populate(env, running=True)
     waits: list[float] = []
 
     def task_finishes(seconds: float) -> None:
@@ -210,8 +134,8 @@ def test_drain_waits_for_running_tasks_then_leaves_dags_paused(templates: Templa
 def test_failed_backup_puts_pause_states_back_even_before_a_pause(
     templates: Templates, tmp_path: Path, kms: Any
 ) -> None:
-    env = _env(templates.v211, tmp_path, "src", kms)
-    _populate(env)
+    env = make_env(templates.v211, tmp_path, "src", kms)
+    populate(env)
 
     class FailingStore(LocalStore):
         def put_file(self, key: str, source: Path) -> None:
@@ -229,8 +153,8 @@ def test_failed_backup_puts_pause_states_back_even_before_a_pause(
 
 
 def test_pause_states_are_recorded_before_the_drain(templates: Templates, tmp_path: Path, kms: Any) -> None:
-    env = _env(templates.v211, tmp_path, "src", kms)
-    _populate(env)
+    env = make_env(templates.v211, tmp_path, "src", kms)
+    populate(env)
     manifest = BackupEngine(open_database(env.url), env.store).backup(
         BackupRequest("etl-prod", env.keys, env.fernet, drain=Drain(timeout=0, leave_paused=True))
     )
@@ -241,12 +165,12 @@ def test_pause_states_are_recorded_before_the_drain(templates: Templates, tmp_pa
 def test_restore_with_a_key_that_is_not_the_targets_changes_nothing(
     templates: Templates, tmp_path: Path, kms: Any
 ) -> None:
-    source = _env(templates.v211, tmp_path, "src", kms)
-    _populate(source)
+    source = make_env(templates.v211, tmp_path, "src", kms)
+    populate(source)
     manifest = BackupEngine(open_database(source.url), source.store).backup(
         BackupRequest("etl-prod", source.keys, source.fernet)
     )
-    target = _env(templates.v211, tmp_path, "dst", kms, source.store)
+    target = make_env(templates.v211, tmp_path, "dst", kms, source.store)
     token = Fernet(target.fernet.encode()).encrypt(b"target's own").decode()
     target.sql("INSERT INTO variable (key, val, is_encrypted) VALUES ('own', ?, 1)", (token,))
     before = target.dump()

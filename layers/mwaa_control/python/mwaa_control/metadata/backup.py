@@ -1,5 +1,6 @@
 """Backup: a consistent snapshot of the metadata database, one Parquet file per table, secrets
-sealed, and a manifest written last.
+sealed, task tokens dropped from run confs, and a manifest written last, authenticated with a MAC
+under the backup's KMS data key (authentication.py).
 
 Consistency before a pause is the caller's choice (`Drain`): pause every DAG, wait until no task
 instance is running or queued, then read every table inside one snapshot. DAGs of the control
@@ -25,15 +26,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from cryptography.fernet import MultiFernet
 
-from mwaa_control.metadata import catalog
+from mwaa_control.metadata import catalog, task_tokens
+from mwaa_control.metadata.authentication import BackupKey, check_name, write_manifest
 from mwaa_control.metadata.catalog import Role, SealedColumn
 from mwaa_control.metadata.database import CSV_BLOCK, MAX_CSV_BLOCK, Database, Reader, RowTooLarge, quote
 from mwaa_control.metadata.errors import DrainTimeout, MetadataError
 from mwaa_control.metadata.manifest import (
-    MANIFEST,
     PAUSE_STATES,
     ColumnEntry,
-    EnvelopeEntry,
     FileEntry,
     InFlightTask,
     Manifest,
@@ -77,6 +77,8 @@ class Drain:
 class BackupRequest:
     environment: str
     keys: KeyService | None
+    """KMS data keys: they seal secrets and authenticate the manifest. Without, a backup of a
+    database with no secrets is still written, but a restore refuses it unless told otherwise."""
     source_fernet_key: str | None
     airflow_version: str | None = None
     drain: Drain | None = None
@@ -123,7 +125,8 @@ class BackupEngine:
 
     @with_lean_arrow_memory
     def backup(self, request: BackupRequest) -> Manifest:
-        backup_id = request.backup_id or new_backup_id(request.clock())
+        backup_id = check_name(request.backup_id or new_backup_id(request.clock()), "backup id")
+        check_name(request.environment, "environment")
         prefix = backup_prefix(request.environment, backup_id)
         if self.store.occupied(prefix):
             raise MetadataError(f"{prefix} already holds files; backups are never overwritten")
@@ -155,7 +158,7 @@ class BackupEngine:
 
     def _check_keys(
         self, request: BackupRequest, schema: Schema, backup_id: str
-    ) -> tuple[Sealer | None, EnvelopeEntry | None, MultiFernet | None]:
+    ) -> tuple[BackupKey | None, MultiFernet | None]:
         fernet = fernet_from(request.source_fernet_key)
         with self.database.snapshot() as reader:
             needs_sealing = [
@@ -171,11 +174,9 @@ class BackupEngine:
                 "(they are never stored in plaintext)"
             )
         if request.keys is None:
-            return None, None, fernet
-        context = {"mwaa-control:environment": request.environment, "mwaa-control:backup": backup_id}
-        sealer, wrapped = Sealer.create(request.keys, context)
-        envelope = EnvelopeEntry(key_id=wrapped.key_id, encrypted_key=wrapped.encrypted_key, context=context)
-        return sealer, envelope, fernet
+            log.warning("backup %s/%s has no KMS key: it cannot be authenticated", request.environment, backup_id)
+            return None, fernet
+        return BackupKey.create(request.keys, request.environment, backup_id), fernet
 
     def _drain(self, request: BackupRequest) -> None:
         assert request.drain is not None
@@ -214,12 +215,14 @@ class BackupEngine:
         backup_id: str,
         prefix: str,
         original_pause: dict[str, bool] | None,
-        keys: tuple[Sealer | None, EnvelopeEntry | None, MultiFernet | None],
+        keys: tuple[BackupKey | None, MultiFernet | None],
     ) -> Manifest:
-        sealer, envelope, fernet = keys
+        key, fernet = keys
+        sealer = key.sealer() if key is not None else None
         tables: dict[str, TableEntry] = {}
         excluded: dict[str, str] = {}
         sealed_count = 0
+        stripped = [0]
         with self.database.snapshot() as reader, scratch_dir() as scratch:
             pause_states = _pause_states(reader)
             if original_pause is not None:
@@ -236,7 +239,9 @@ class BackupEngine:
                     batches = reader.batches(table, where, params, block_size=block)
                     if table.name == "dag" and original_pause is not None:
                         batches = _with_pause_states(batches, pause_states)
-                    counter = [0]
+                    counter, dropped = [0], [0]
+                    if table.name == "dag_run" and table.has("conf"):
+                        batches = task_tokens.stripped_batches(batches, table, dropped)
                     if sealing is not None:
                         batches = _sealed(batches, table, sealing, fernet, counter)
                     try:
@@ -251,6 +256,7 @@ class BackupEngine:
                     finally:
                         _close(batches)
                 sealed_count += counter[0]
+                stripped[0] += dropped[0]
                 tables[table.name] = entry
         manifest = Manifest(
             backup_id=backup_id,
@@ -265,11 +271,18 @@ class BackupEngine:
             pause_states=pause_states,
             in_flight=in_flight,
             drained=request.drain is not None,
-            envelope=envelope,
+            envelope=key.envelope if key is not None else None,
             sealed_values=sealed_count,
+            stripped_task_tokens=stripped[0],
         )
-        self.store.put_bytes(f"{prefix}/{MANIFEST}", manifest.model_dump_json(indent=2).encode())
-        log.info("backup %s: %d tables, %d sealed values", prefix, len(tables), sealed_count)
+        write_manifest(self.store, prefix, manifest, key)
+        log.info(
+            "backup %s: %d tables, %d sealed values, %d task tokens dropped",
+            prefix,
+            len(tables),
+            sealed_count,
+            stripped[0],
+        )
         return manifest
 
 

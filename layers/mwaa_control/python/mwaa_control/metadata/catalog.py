@@ -165,7 +165,26 @@ SEALED_COLUMNS = (
     SealedColumn("trigger", "kwargs", None),
     # Airflow's audit log keeps the full command line of CLI calls (`variables set KEY VALUE`,
     # connection extras) and the form data of UI edits: the secrets leak there in plaintext.
-    SealedColumn("log", "extra", None, detect_fernet=False, only_when=("event", ("cli_", "variable", "connection"))),
+    # The web server's trigger form ("trigger"), the REST API ("api.post_dag_run" on Airflow 2,
+    # "trigger_dag_run" on 3) and `airflow dags trigger` ("cli_trigger") record the run conf a
+    # user gave, which carries credentials as often as variables do.
+    SealedColumn(
+        "log",
+        "extra",
+        None,
+        detect_fernet=False,
+        only_when=("event", ("cli_", "variable", "connection", "trigger", "post_dag_run")),
+    ),
+)
+
+# Columns Airflow 2 declares as pickles (PickleType; ExecutorConfigType is one, with dill), which
+# Airflow unpickles whenever it reads the row. On Airflow 3 dag_run.conf is JSON: a column is
+# checked as a pickle only where the database types it as binary.
+PICKLED_COLUMNS = (
+    ("dag_run", "conf"),
+    ("task_instance", "executor_config"),
+    ("task_instance_history", "executor_config"),
+    ("dag_pickle", "pickle"),
 )
 
 # DAGs of the control plane itself: their runs (the backup's own, the restore's own) are never

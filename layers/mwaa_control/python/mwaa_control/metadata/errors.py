@@ -27,5 +27,16 @@ class RestoreRefused(MetadataError):
     """The restore cannot proceed (missing keys, dangling references); the target was not changed."""
 
 
+class BackupNotAuthentic(RestoreRefused):
+    """The backup cannot be proved to be what its environment's backup writer wrote: no
+    manifest.mac, a MAC that does not match, a data key KMS will not unwrap for the requested
+    environment and backup id, or a manifest naming another backup. Nothing was changed."""
+
+
+class UnsafePickle(RestoreRefused):
+    """A pickled value holds something other than plain data (a call, a class, a persistent id):
+    Airflow would run it when it unpickles the value. Nothing was changed."""
+
+
 class DrainTimeout(MetadataError):
     """Task instances were still running or queued when the drain timeout expired."""

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 FORMAT = "mwaa-control-metadata/1"
 MANIFEST = "manifest.json"
+MANIFEST_MAC = "manifest.mac"
 PAUSE_STATES = "pause-states.json"
 
 
@@ -79,6 +80,8 @@ class Manifest(BaseModel):
     sealed_values: int
     not_exported: dict[str, list[str]] = Field(default_factory=dict)
     """What the source would not give (REST path): e.g. connection passwords the API redacts."""
+    stripped_task_tokens: int = 0
+    """Step Functions task tokens dropped from run confs: a backup never carries a live credential."""
 
 
 class TableRestore(BaseModel):
@@ -97,6 +100,9 @@ class RestoreReport(BaseModel):
     restore_id: str
     backup_id: str
     environment: str
+    """The environment restored into."""
+    source_environment: str = ""
+    """The environment the backup was written for (the same unless the operator named another)."""
     status: str
     """"restored", or "already-restored" when the target's audit log shows this backup was restored."""
     started_at: datetime
@@ -104,4 +110,7 @@ class RestoreReport(BaseModel):
     tables: list[TableRestore]
     reencrypted_values: int
     verified: bool
+    authenticated: bool = False
+    """True when the manifest's MAC checked out under the data key KMS unwrapped for the source
+    environment and backup id; False only when the operator allowed an unauthenticated backup."""
     problems: list[str] = Field(default_factory=list)

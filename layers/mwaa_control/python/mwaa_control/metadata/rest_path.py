@@ -14,6 +14,10 @@ Not restorable on Airflow 3, and why:
   the manifest lists every connection whose secret was not exported;
 - XComs, the audit log, triggers, dataset/asset events: no API writes them.
 
+Backups are authenticated like database backups (authentication.py, one shared helper): the
+manifest's MAC is written under the KMS data key, and a restore checks it, for the environment
+and backup id it was asked for, before it reads a file. Task tokens in run confs are dropped.
+
 The REST restore is not one transaction; its equivalent is idempotence: every step is an
 overwrite-or-skip bulk action, so re-running after a failure converges and a second run changes
 nothing.
@@ -34,22 +38,23 @@ import pyarrow.parquet as pq
 
 from mwaa_control.airflow.client import AirflowClient
 from mwaa_control.airflow.errors import AirflowNotFound
+from mwaa_control.metadata.authentication import BackupKey, check_name, open_backup, write_manifest
 from mwaa_control.metadata.backup import write_table
 from mwaa_control.metadata.catalog import Role, SealedColumn
 from mwaa_control.metadata.errors import MetadataError, RestoreRefused
 from mwaa_control.metadata.manifest import (
     MANIFEST,
-    EnvelopeEntry,
     Manifest,
     RestoreReport,
     TableRestore,
     backup_prefix,
     new_backup_id,
 )
-from mwaa_control.metadata.restore import fetch_verified, load_manifest
+from mwaa_control.metadata.restore import fetch_verified
 from mwaa_control.metadata.schema import ARROW_TYPES, Column, Kind, Table
-from mwaa_control.metadata.sealing import Envelope, KeyService, Sealer
+from mwaa_control.metadata.sealing import KeyService, Sealer
 from mwaa_control.metadata.store import BackupStore, scratch_dir
+from mwaa_control.metadata.task_tokens import without_task_token
 
 log = logging.getLogger(__name__)
 
@@ -215,12 +220,12 @@ class RestBackup:
     ) -> Manifest:
         if self.airflow.major < 3:
             raise MetadataError("the REST path is for Airflow 3; Airflow 2 backs up from the database (export DAG)")
-        backup_id = backup_id or new_backup_id(clock())
-        prefix = backup_prefix(environment, backup_id)
+        backup_id = check_name(backup_id or new_backup_id(clock()), "backup id")
+        prefix = backup_prefix(check_name(environment, "environment"), backup_id)
         if self.store.exists(f"{prefix}/{MANIFEST}"):
             raise MetadataError(f"backup {prefix} already exists; backups are never overwritten")
-        context = {"mwaa-control:environment": environment, "mwaa-control:backup": backup_id}
-        sealer, wrapped = Sealer.create(keys, context)
+        key = BackupKey.create(keys, environment, backup_id)
+        sealer = key.sealer()
         not_exported: dict[str, list[str]] = {}
         sources = {
             "variable": self._variables(),
@@ -230,6 +235,10 @@ class RestBackup:
             "dag_run": list(self.airflow.batch_list("/dags/~/dagRuns/list", "dag_runs")),
             "task_instance": list(self.airflow.batch_list("/dags/~/dagRuns/~/taskInstances/list", "task_instances")),
         }
+        stripped = 0
+        for run in sources["dag_run"]:
+            run["conf"], dropped = without_task_token(run.get("conf"))
+            stripped += dropped
         sealed = [0]
         tables = {}
         try:
@@ -255,11 +264,12 @@ class RestBackup:
                 pause_states={d["dag_id"]: bool(d["is_paused"]) for d in sources["dag"]},
                 in_flight=[],
                 drained=False,
-                envelope=EnvelopeEntry(key_id=wrapped.key_id, encrypted_key=wrapped.encrypted_key, context=context),
+                envelope=key.envelope,
                 sealed_values=sealed[0],
                 not_exported=not_exported,
+                stripped_task_tokens=stripped,
             )
-            self.store.put_bytes(f"{prefix}/{MANIFEST}", manifest.model_dump_json(indent=2).encode())
+            write_manifest(self.store, prefix, manifest, key)
         except BaseException:
             self.store.delete_prefix(prefix)
             raise
@@ -315,17 +325,20 @@ class RestRestore:
         keys: KeyService,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        target_environment: str | None = None,
     ) -> RestoreReport:
+        """Restore the backup `backup_id` written for `environment` into this client's Airflow
+        (`target_environment` names it in the report). Always authenticated: no waiver here."""
         started = clock()
-        manifest = load_manifest(self.store, environment, backup_id)
-        if manifest.envelope is None:
+        opened = open_backup(self.store, environment, backup_id, keys)
+        manifest = opened.manifest
+        sealer = opened.sealer()
+        if sealer is None:
             raise RestoreRefused("the backup has no data key: it cannot hold secrets this restore needs")
-        envelope = manifest.envelope
-        sealer = Sealer.open(keys, Envelope(envelope.key_id, envelope.encrypted_key, envelope.context))
         results: list[TableRestore] = []
         problems: list[str] = []
         with scratch_dir() as scratch:
-            files = fetch_verified(self.store, manifest, Path(scratch))
+            files = fetch_verified(self.store, opened, Path(scratch))
             rows = {
                 name: self._rows(files[name], name, sealer)
                 for name in ("variable", "connection", "slot_pool", "dag")
@@ -341,13 +354,15 @@ class RestRestore:
         return RestoreReport(
             restore_id=f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}",
             backup_id=backup_id,
-            environment=environment,
+            environment=target_environment or environment,
+            source_environment=environment,
             status="restored",
             started_at=started,
             finished_at=clock(),
             tables=results,
             reencrypted_values=0,
             verified=not any(p.startswith("DAG") for p in problems),
+            authenticated=opened.authenticated is True,
             problems=problems,
         )
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any, Protocol
 
@@ -60,30 +59,11 @@ def fernet_from(keys: str | None) -> MultiFernet | None:
         raise SealingError(f"the Fernet key is not valid: {error}") from None
 
 
-@dataclass
-class Envelope:
-    """The data key of one backup, wrapped by KMS, as recorded in the manifest."""
-
-    key_id: str
-    encrypted_key: str
-    context: dict[str, str]
-
-
 class Sealer:
+    """Seals with a backup's data key (authentication.BackupKey creates and unwraps it)."""
+
     def __init__(self, data_key: bytes) -> None:
         self._aead = AESGCM(data_key)
-
-    @classmethod
-    def create(cls, keys: KeyService, context: dict[str, str]) -> tuple[Sealer, Envelope]:
-        plaintext, encrypted, key_id = keys.generate_data_key(context)
-        return cls(plaintext), Envelope(key_id, base64.b64encode(encrypted).decode(), dict(context))
-
-    @classmethod
-    def open(cls, keys: KeyService, envelope: Envelope) -> Sealer:
-        try:
-            return cls(keys.decrypt_data_key(base64.b64decode(envelope.encrypted_key), envelope.context))
-        except Exception as error:
-            raise SealingError(f"KMS refused to unwrap the backup's data key: {error}") from None
 
     def seal(self, value: str, *, fernet: bool, where: str) -> str:
         nonce = os.urandom(12)

@@ -1,22 +1,30 @@
 """Verification: of a backup against its own manifest, and of a restored database against the
-backup it came from. Both return a report; neither changes anything."""
+backup it came from. Both return a report; neither changes anything. Each says whether the backup
+is authenticated (authentication.py), and says so when it could not check."""
 
 from __future__ import annotations
 
+import json
+import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from cryptography.fernet import InvalidToken, MultiFernet
 from pydantic import BaseModel, Field
 
-from mwaa_control.metadata.catalog import SealedColumn
+from mwaa_control.metadata import pickles
+from mwaa_control.metadata.authentication import OpenedBackup, open_backup
+from mwaa_control.metadata.catalog import Role, SealedColumn
 from mwaa_control.metadata.database import Database, Reader, quote
 from mwaa_control.metadata.errors import MetadataError
-from mwaa_control.metadata.manifest import MANIFEST, backup_prefix
-from mwaa_control.metadata.restore import LEDGER_EVENT, RESTORED_ROLES, fetch_verified, load_manifest
-from mwaa_control.metadata.schema import Kind
-from mwaa_control.metadata.sealing import fernet_from
+from mwaa_control.metadata.manifest import MANIFEST, TableEntry, backup_prefix
+from mwaa_control.metadata.restore import LEDGER_EVENT, RESTORED_ROLES, fetch_verified
+from mwaa_control.metadata.schema import Column, Kind, Table
+from mwaa_control.metadata.sealing import KeyService, fernet_from
 from mwaa_control.metadata.store import BackupStore, scratch_dir
+
+log = logging.getLogger(__name__)
 
 
 class TableCheck(BaseModel):
@@ -33,6 +41,10 @@ class VerifyReport(BaseModel):
     checked: str
     """"backup" (files against the manifest) or "restore" (a database against the backup)."""
     ok: bool
+    authenticated: bool | None = None
+    """True: MAC verified under the KMS-unwrapped data key; False: cannot be or is not
+    authentic; None: not checked (no KMS key given)."""
+    authentication: str = ""
     tables: list[TableCheck] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
 
@@ -47,65 +59,158 @@ class BackupSummary(BaseModel):
     rows: int
     bytes: int
     in_flight: int
+    authenticated: bool | None
+    """As VerifyReport.authenticated; a damaged or forged backup is False, with the reason."""
+    authentication: str
 
 
-def list_backups(store: BackupStore, environment: str | None = None) -> list[BackupSummary]:
+def list_backups(
+    store: BackupStore, environment: str | None = None, keys: KeyService | None = None
+) -> list[BackupSummary]:
+    """Complete backups (with a manifest). With `keys`, each is authenticated (one KMS Decrypt);
+    without, each says "not checked" unless it plainly cannot be authenticated (no manifest.mac)."""
     environments = [environment] if environment else store.list_prefixes("backups")
     found = []
     for env in environments:
         for backup_id in store.list_prefixes(f"backups/{env}"):
             if not store.exists(f"{backup_prefix(env, backup_id)}/{MANIFEST}"):
                 continue  # incomplete: its manifest was never written
-            manifest = load_manifest(store, env, backup_id)
-            found.append(
-                BackupSummary(
-                    environment=env,
-                    backup_id=backup_id,
-                    created_at=manifest.created_at.isoformat(),
-                    airflow_version=manifest.airflow_version,
-                    schema_revision=manifest.schema_revision,
-                    tables=len(manifest.tables),
-                    rows=sum(t.rows for t in manifest.tables.values()),
-                    bytes=sum(f.bytes for t in manifest.tables.values() for f in t.files),
-                    in_flight=len(manifest.in_flight),
-                )
-            )
+            found.append(_summary(store, env, backup_id, keys))
     return found
 
 
-def latest_backup(store: BackupStore, environment: str) -> str:
-    backups = sorted(list_backups(store, environment), key=lambda b: b.created_at)
-    if not backups:
-        raise MetadataError(f"no complete backup of {environment} in {store.url}")
-    return backups[-1].backup_id
+def _summary(store: BackupStore, environment: str, backup_id: str, keys: KeyService | None) -> BackupSummary:
+    try:
+        opened = open_backup(store, environment, backup_id, keys, allow_unauthenticated=True)
+    except MetadataError as error:
+        return BackupSummary(
+            environment=environment,
+            backup_id=backup_id,
+            created_at="",
+            airflow_version=None,
+            schema_revision=None,
+            tables=0,
+            rows=0,
+            bytes=0,
+            in_flight=0,
+            authenticated=False,
+            authentication=f"damaged or forged: {error}",
+        )
+    manifest = opened.manifest
+    return BackupSummary(
+        environment=environment,
+        backup_id=backup_id,
+        created_at=manifest.created_at.isoformat(),
+        airflow_version=manifest.airflow_version,
+        schema_revision=manifest.schema_revision,
+        tables=len(manifest.tables),
+        rows=sum(t.rows for t in manifest.tables.values()),
+        bytes=sum(f.bytes for t in manifest.tables.values() for f in t.files),
+        in_flight=len(manifest.in_flight),
+        authenticated=opened.authenticated,
+        authentication=opened.authentication,
+    )
 
 
-def verify_backup(store: BackupStore, environment: str, backup_id: str) -> VerifyReport:
-    manifest = load_manifest(store, environment, backup_id)
+def latest_backup(store: BackupStore, environment: str, keys: KeyService) -> str:
+    """The newest AUTHENTICATED backup of an environment (the environment it was written for).
+    Unauthenticated, damaged and forged backups are skipped (list_backups says why): whoever can
+    write the bucket could otherwise make his backup the newest. Backups are tried newest first by
+    the time their manifest claims, and only until one authenticates: one KMS call, usually."""
+    candidates: list[tuple[datetime, str]] = []
+    for backup_id in store.list_prefixes(f"backups/{environment}"):
+        key = f"{backup_prefix(environment, backup_id)}/{MANIFEST}"
+        if store.exists(key):
+            candidates.append((_claimed_time(store.get_bytes(key)), backup_id))
+    skipped: list[str] = []
+    for _, backup_id in sorted(candidates, reverse=True):
+        try:
+            open_backup(store, environment, backup_id, keys)
+        except MetadataError as error:
+            log.warning("skipping backup %s of %s: %s", backup_id, environment, error)
+            skipped.append(backup_id)
+            continue
+        return backup_id
+    detail = f" ({len(skipped)} skipped as unauthenticated or damaged: {', '.join(skipped[:5])})" if skipped else ""
+    raise MetadataError(f"no authenticated backup of {environment} in {store.url}{detail}")
+
+
+def _claimed_time(raw: bytes) -> datetime:
+    """Only to order the candidates: a forged time puts a forgery first, where it fails."""
+    try:
+        moment = datetime.fromisoformat(str(json.loads(raw)["created_at"]).replace("Z", "+00:00"))
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, TypeError, KeyError):
+        return datetime.min.replace(tzinfo=UTC)
+
+
+def verify_backup(store: BackupStore, environment: str, backup_id: str, keys: KeyService | None = None) -> VerifyReport:
+    """Authentication (with `keys`), every file against the manifest, every pickled value against
+    the restricted unpickler. Without keys, the report says authentication was not checked."""
     report = VerifyReport(environment=environment, backup_id=backup_id, checked="backup", ok=True)
+    try:
+        opened = open_backup(store, environment, backup_id, keys, allow_unauthenticated=True)
+    except MetadataError as error:
+        report.ok, report.authenticated, report.authentication = False, False, str(error)
+        report.problems.append(str(error))
+        return report
+    report.authenticated, report.authentication = opened.authenticated, opened.authentication
+    if opened.authenticated is False:
+        report.problems.append(opened.authentication)
     with scratch_dir() as scratch:
         try:
-            fetch_verified(store, manifest, Path(scratch))
+            files = fetch_verified(store, opened, Path(scratch))
+            for name, entry in opened.manifest.tables.items():
+                if Role(entry.role) in RESTORED_ROLES and entry.restorable:
+                    pickles.check_table(_table_of(name, entry), files[name])
         except MetadataError as error:
-            report.ok = False
             report.problems.append(str(error))
-    for name, entry in manifest.tables.items():
+    report.ok = not report.problems
+    for name, entry in opened.manifest.tables.items():
         report.tables.append(TableCheck(table=name, in_backup=entry.rows, ok=report.ok))
     return report
 
 
+def _table_of(name: str, entry: TableEntry) -> Table:
+    return Table(
+        name=name,
+        columns=[Column(c.name, Kind(c.kind), c.nullable) for c in entry.columns],
+        primary_key=(),
+        unique_keys=[],
+        references=[],
+        role=Role(entry.role),
+        why=entry.why,
+        classified=entry.classified,
+    )
+
+
 def verify_restore(
-    database: Database, store: BackupStore, environment: str, backup_id: str, target_fernet_key: str | None = None
+    database: Database,
+    store: BackupStore,
+    environment: str,
+    backup_id: str,
+    target_fernet_key: str | None = None,
+    *,
+    keys: KeyService | None = None,
 ) -> VerifyReport:
     """Every restored table holds at least the backup's rows; every natural key that does not
-    depend on a regenerated id is present; the ledger row exists; secrets decrypt with the key."""
-    manifest = load_manifest(store, environment, backup_id)
+    depend on a regenerated id is present; the ledger row exists; secrets decrypt with the key.
+    `environment` is the one the backup was written for."""
+    opened: OpenedBackup = open_backup(store, environment, backup_id, keys, allow_unauthenticated=True)
+    manifest = opened.manifest
     schema = database.reflect()
-    report = VerifyReport(environment=environment, backup_id=backup_id, checked="restore", ok=True)
+    report = VerifyReport(
+        environment=environment,
+        backup_id=backup_id,
+        checked="restore",
+        ok=True,
+        authenticated=opened.authenticated,
+        authentication=opened.authentication,
+    )
     fernet = fernet_from(target_fernet_key)
     regenerated = {t.name for t in schema.tables.values() if t.surrogate_id}
     with scratch_dir() as scratch, database.snapshot() as reader:
-        files = fetch_verified(store, manifest, Path(scratch))
+        files = fetch_verified(store, opened, Path(scratch))
         ledger = reader.query("SELECT extra FROM log WHERE event = ?", (LEDGER_EVENT,))
         if not any(backup_id in str(extra) for (extra,) in ledger):
             report.problems.append("the target's audit log has no record of this restore")
