@@ -138,7 +138,7 @@ class LocalCloud:
         ddb = self.client("dynamodb")
         for logical_id, resource in resources_of_type(self.template, "AWS::DynamoDB::Table").items():
             props = resource["Properties"]
-            name = f"{self.stack_name}-{logical_id}"
+            name = Renderer(self._bare_deployment()).render(props.get("TableName", f"{self.stack_name}-{logical_id}"))
             ddb.create_table(
                 TableName=name,
                 AttributeDefinitions=props["AttributeDefinitions"],
@@ -212,6 +212,15 @@ class LocalCloud:
                     raise ValueError(f"functions disagree on environment variable {key}")
                 merged[key] = value
         return merged
+
+    def _bare_deployment(self) -> Deployment:
+        return Deployment(
+            self.template,
+            stack_name=self.stack_name,
+            account=self.account,
+            region=self.region,
+            parameters=self.parameters,
+        )
 
     def _participant_stack(self) -> Deployment:
         """participant.yaml with the parameters the owner's stack implies (its reader role name)."""

@@ -44,8 +44,16 @@ class Renderer:
         self.resources: dict[str, Any] = deployment.template.get("Resources", {})
 
     # --- names CloudFormation would give --------------------------------------------------
+    _NAME_PROPERTIES = ("TableName", "QueueName", "TopicName", "RoleName", "BucketName", "Name")
+
     def _name(self, logical_id: str) -> str:
-        return self.d.physical.get(logical_id, f"{self.d.stack_name}-{logical_id}")
+        if logical_id in self.d.physical:
+            return self.d.physical[logical_id]
+        props = self.resources.get(logical_id, {}).get("Properties", {})
+        for key in self._NAME_PROPERTIES:
+            if key in props:
+                return str(self.render(props[key]))
+        return f"{self.d.stack_name}-{logical_id}"
 
     def _arn(self, service: str, resource: str, *, region: bool = True, account: bool = True) -> str:
         return (
@@ -308,10 +316,23 @@ def _substitute(text: str, context: Mapping[str, ContextValue]) -> str | None:
 
 
 def _lookup(context: Mapping[str, ContextValue], key: str) -> ContextValue | None:
+    """Condition key names ignore case; the tag key after `aws:ResourceTag/` and the like does not
+    (EC2 tag keys are case-sensitive)."""
+    prefix, _, qualifier = key.partition("/")
     for name, value in context.items():
-        if name.lower() == key.lower():
+        name_prefix, _, name_qualifier = name.partition("/")
+        if name_prefix.lower() == prefix.lower() and name_qualifier == qualifier:
             return value
     return None
+
+
+def _arn_like(value: str, pattern: str) -> bool:
+    """ARNs match segment by segment: a wildcard never spans the ':' between partition, service,
+    region, account and resource (the resource part may hold ':' itself)."""
+    values, patterns = value.split(":", 5), pattern.split(":", 5)
+    if len(values) != 6 or len(patterns) != 6:
+        return _like(value, pattern)
+    return all(_like(v, p) for v, p in zip(values, patterns, strict=True))
 
 
 def _applies(statement: Mapping[str, Any], request: Request) -> bool:
@@ -338,7 +359,9 @@ def _applies(statement: Mapping[str, Any], request: Request) -> bool:
 def _matches_any(value: str, patterns: Any, context: Mapping[str, ContextValue]) -> bool:
     for pattern in _as_list(patterns):
         resolved = _substitute(str(pattern), context)
-        if resolved is not None and _like(value, resolved):
+        if resolved is not None and (
+            _arn_like(value, resolved) if value.startswith("arn:") else _like(value, resolved)
+        ):
             return True
     return False
 
@@ -373,8 +396,9 @@ def _condition(operator: str, key: str, expected: Any, context: Mapping[str, Con
     if operator == "Null":
         return (actual is None) == (wanted[0].lower() == "true")
     if actual is None:
-        if quantifier == "ForAllValues":
-            return True
+        if quantifier:
+            # An absent (empty) set: every member matches vacuously, no member matches.
+            return quantifier == "ForAllValues"
         return if_exists or operator in _NEGATED
     values = [str(v).lower() if isinstance(v, bool) else str(v) for v in _as_list(actual)]
     resolved = [w for w in (_substitute(w, context) for w in wanted) if w is not None]
@@ -397,14 +421,18 @@ def _compare(operator: str, value: str, wanted: list[str]) -> bool:
             return value in wanted if operator != "Bool" else value.lower() in [w.lower() for w in wanted]
         case "StringEqualsIgnoreCase":
             return value.lower() in [w.lower() for w in wanted]
-        case "StringLike" | "ArnLike":
+        case "StringLike":
             return any(_like(value, w) for w in wanted)
+        case "ArnLike":
+            return any(_arn_like(value, w) for w in wanted)
         case "StringNotEquals" | "ArnNotEquals":
             return value not in wanted
         case "StringNotEqualsIgnoreCase":
             return value.lower() not in [w.lower() for w in wanted]
-        case "StringNotLike" | "ArnNotLike":
+        case "StringNotLike":
             return not any(_like(value, w) for w in wanted)
+        case "ArnNotLike":
+            return not any(_arn_like(value, w) for w in wanted)
         case "NumericEquals":
             return any(float(value) == float(w) for w in wanted)
         case "NumericLessThan":

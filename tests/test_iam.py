@@ -64,6 +64,44 @@ def test_the_evaluator_follows_iam_semantics() -> None:
     assert not is_allowed(statements, Request("kms:Decrypt", context={"k": "w"}))
 
 
+def test_the_evaluator_matches_arns_by_segment_set_operators_on_absent_keys_and_tag_key_case() -> None:
+    arn_like = [
+        {
+            "Effect": "Allow",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": {"ArnLike": {"aws:SourceArn": "arn:aws:events:*:111111111111:rule/*"}},
+        }
+    ]
+    assert is_allowed(
+        arn_like, Request("x:y", context={"aws:SourceArn": "arn:aws:events:us-east-1:111111111111:rule/r"})
+    )
+    # '*' in the region segment must not swallow ':<other account>:rule/...'
+    forged = "arn:aws:events:us-east-1:222222222222:x:111111111111:rule/r"
+    assert not is_allowed(arn_like, Request("x:y", context={"aws:SourceArn": forged}))
+    resource = [{"Effect": "Allow", "Action": "*", "Resource": "arn:aws:iam::*:role/reader"}]
+    assert not is_allowed(resource, Request("x:y", "arn:aws:iam::111:x:222:role/reader"))
+    any_negated = [
+        {
+            "Effect": "Allow",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": {"ForAnyValue:StringNotLike": {"aws:TagKeys": ["a:*"]}},
+        }
+    ]
+    assert not is_allowed(any_negated, Request("x:y"))  # no tag keys at all: no value matches
+    tagged = [
+        {
+            "Effect": "Allow",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:ResourceTag/Owner": "me"}},
+        }
+    ]
+    assert is_allowed(tagged, Request("x:y", context={"AWS:resourcetag/Owner": "me"}))  # key names ignore case
+    assert not is_allowed(tagged, Request("x:y", context={"aws:ResourceTag/owner": "me"}))  # tag keys do not
+
+
 # --- endpoint automation ----------------------------------------------------------------------------
 ENDPOINTS = "EndpointManagerFunction"
 
@@ -151,7 +189,7 @@ def test_both_endpoint_functions_run_as_the_role_the_participants_trust() -> Non
 
 
 def test_the_state_table_is_split_by_key_prefix() -> None:
-    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-LockTable"
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-state"
     for key, allowed in (("lock#env", True), ("endpoint#vpce-1", True), ("callback#etl#1", False)):
         assert may(ENDPOINTS, "dynamodb:PutItem", table, {"dynamodb:LeadingKeys": [key]}) is allowed
     for key, allowed in (("callback#etl#1", True), ("lock#env", False), ("endpoint#vpce-1", False)):
@@ -223,17 +261,35 @@ def test_an_environment_role_wraps_backup_keys_only_for_its_own_environment() ->
     for action in ("kms:GenerateDataKey", "kms:Decrypt"):
         assert _execution(action, key, {context: "etl"})
         assert not _execution(action, key, {context: "reporting"})
+        keys = {"kms:EncryptionContextKeys": ["mwaa-control:environment", "mwaa-control:backup", "extra"]}
+        assert not _execution(action, key, {context: "etl", **keys})  # no other context keys
         assert not _execution(action, key)  # no context: only S3's own use of the key
         assert _execution(action, key, {"kms:ViaService": f"s3.{REGION}.amazonaws.com"})
 
 
 def test_an_environment_role_resolves_only_its_own_callbacks() -> None:
-    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-LockTable"
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-state"
     assert _execution("dynamodb:GetItem", table, {"dynamodb:LeadingKeys": ["callback#etl#0a1b"]})
     assert _execution("dynamodb:DeleteItem", table, {"dynamodb:LeadingKeys": ["callback#etl#0a1b"]})
     assert not _execution("dynamodb:GetItem", table, {"dynamodb:LeadingKeys": ["callback#reporting#0a1b"]})
     assert not _execution("dynamodb:GetItem", table, {"dynamodb:LeadingKeys": ["lock#etl"]})
     assert not _execution("dynamodb:PutItem", table, {"dynamodb:LeadingKeys": ["callback#etl#0a1b"]})
+
+
+def test_only_the_endpoint_automation_writes_ownership_records_whatever_else_grants_it() -> None:
+    deny = [
+        {**s, "Effect": "Allow"} for s in resource_policy(SHARED, "LockTable", ["ResourcePolicy", "PolicyDocument"])
+    ]
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-state"
+    automation = f"arn:aws:iam::{ACCOUNT}:role/mwaa-control/{STACK}/{STACK}-EndpointAutomationRole-1A2B"
+    admin = f"arn:aws:iam::{ACCOUNT}:role/Admin"
+    for key in ("endpoint#vpce-1", "lock#etl"):
+        forged = {"dynamodb:LeadingKeys": [key], "aws:PrincipalArn": admin}
+        assert is_allowed(deny, Request("dynamodb:PutItem", table, forged, admin))  # the deny applies
+        own = {"dynamodb:LeadingKeys": [key], "aws:PrincipalArn": automation}
+        assert not is_allowed(deny, Request("dynamodb:PutItem", table, own, automation))
+    trigger = {"dynamodb:LeadingKeys": ["callback#etl#1"], "aws:PrincipalArn": admin}
+    assert not is_allowed(deny, Request("dynamodb:PutItem", table, trigger, admin))
 
 
 # --- confused deputies -------------------------------------------------------------------------------
