@@ -198,10 +198,10 @@ def test_the_state_table_is_split_by_key_prefix() -> None:
 
 
 # --- DAG invocation ----------------------------------------------------------------------------------
-def test_the_dag_trigger_calls_the_rest_api_as_airflow_user_only() -> None:
+def test_the_dag_trigger_calls_the_rest_api_as_airflow_viewer_only() -> None:
     role = f"arn:aws:airflow:{REGION}:{ACCOUNT}:role/etl"
-    assert may("DagTriggerFunction", "airflow:InvokeRestApi", f"{role}/User")
-    for stronger in ("Admin", "Op"):
+    assert may("DagTriggerFunction", "airflow:InvokeRestApi", f"{role}/Viewer")
+    for stronger in ("Admin", "Op", "User"):
         assert not may("DagTriggerFunction", "airflow:InvokeRestApi", f"{role}/{stronger}")
     assert not may("DagTriggerFunction", "airflow:InvokeRestApi", f"arn:aws:airflow:{REGION}:{ACCOUNT}:environment/etl")
     environment = f"arn:aws:airflow:{REGION}:{ACCOUNT}:environment/etl"

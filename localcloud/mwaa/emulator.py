@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import posixpath
 import re
 import secrets
 import shlex
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from localcloud.airflow.backend import AirflowBackend
 from localcloud.clock import ManualClock
@@ -243,6 +245,37 @@ def _cli_supported(argv: list[str], major: int) -> bool:
     return not allowed[argv[0]] or (len(argv) > 1 and argv[1] in allowed[argv[0]])
 
 
+# IAM, as the emulator asks it: may the caller do this action on this resource ARN?
+Authorizer = Callable[[str, str], bool]
+# Airflow's built-in roles, most privileged first. InvokeRestApi is authorised against
+# arn:...:role/{environment}/{role}; the caller acts as the most privileged role it may use.
+AIRFLOW_ROLES = ("Admin", "Op", "User", "Viewer", "Public")
+_SECURITY_PATHS = ("/users", "/roles", "/permissions")
+
+
+def allow_all(action: str, resource: str) -> bool:
+    """The default: no IAM (tests that are not about permissions)."""
+    return True
+
+
+def airflow_role_allows(role: str, method: str, path: str) -> bool:
+    """A coarse Airflow RBAC over REST calls: Viewer and Public read; User also writes DAGs and
+    their runs (trigger, mark, pause); Op also writes configuration (variables, connections,
+    pools); only Admin manages users and roles. The path is normalised first, so dot segments
+    cannot move a write from /dags to /variables."""
+    if role == "Admin":
+        return True
+    target = posixpath.normpath(unquote(path))
+    # Airflow's batch list endpoints (POST .../list) read, whatever their verb.
+    if method == "GET" or (method == "POST" and target.endswith("/list")):
+        return True
+    if role in ("Viewer", "Public"):
+        return False
+    if role == "User":
+        return target == "/dags" or target.startswith("/dags/")
+    return role == "Op" and not target.startswith(_SECURITY_PATHS)
+
+
 EventMode = Literal["deliver", "drop", "duplicate"]
 EndpointLookup = Callable[[str, str, set[str]], bool]
 SubnetLookup = Callable[[str, list[str]], list[dict[str, str]]]
@@ -267,8 +300,11 @@ class MwaaEmulator:
         endpoints_exist: EndpointLookup,
         timings: Timings | None = None,
         workdir: Path | None = None,
+        authorize: Authorizer = allow_all,
     ) -> None:
         self.clock = clock
+        # Replaceable after construction: the local cloud points it at the calling function's IAM.
+        self.authorize = authorize
         self.timings = timings or Timings()
         self.event_mode: EventMode = "deliver"
         self.emitted: list[dict[str, Any]] = []
@@ -333,6 +369,17 @@ class MwaaEmulator:
             if fault.remaining <= 0:
                 faults.pop(0)
             raise MwaaApiError(fault.code, fault.message, fault.status)
+
+    def _require(self, action: str, resource: str) -> None:
+        # AWS authorises before it looks anything up: a refused caller learns nothing about names.
+        if not self.authorize(action, resource):
+            raise MwaaApiError(
+                "AccessDeniedException", f"User is not authorized to perform: {action} on resource: {resource}", 403
+            )
+
+    @staticmethod
+    def _environment_arn(account: str, region: str, name: str) -> str:
+        return f"arn:aws:airflow:{region}:{account}:environment/{name}"
 
     def _get(self, account: str, region: str, name: str) -> EmulatedEnvironment:
         env = self._environments.get((account, region, name))
@@ -423,6 +470,7 @@ class MwaaEmulator:
         return subnets[0]["VpcId"]
 
     def _op_GetEnvironment(self, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        self._require("airflow:GetEnvironment", self._environment_arn(account, region, params["Name"]))
         return {"Environment": self._get(account, region, params["Name"]).describe()}
 
     def _op_ListEnvironments(self, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -497,6 +545,7 @@ class MwaaEmulator:
         return env
 
     def _op_CreateCliToken(self, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        self._require("airflow:CreateCliToken", self._environment_arn(account, region, params["Name"]))
         env = self._available(account, region, params["Name"])
         token = secrets.token_urlsafe(48)
         host = env.describe()["WebserverUrl"]
@@ -513,12 +562,37 @@ class MwaaEmulator:
         }
 
     def _op_InvokeRestApi(self, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
-        env = self._available(account, region, params["Name"])
+        name = params["Name"]
+        roles = [
+            role
+            for role in AIRFLOW_ROLES
+            if self.authorize("airflow:InvokeRestApi", f"arn:aws:airflow:{region}:{account}:role/{name}/{role}")
+        ]
+        if not roles:
+            raise MwaaApiError(
+                "AccessDeniedException",
+                "User is not authorized to perform: airflow:InvokeRestApi on any Airflow role resource "
+                f"arn:aws:airflow:{region}:{account}:role/{name}/{{Admin|Op|User|Viewer|Public}}",
+                403,
+            )
+        env = self._available(account, region, name)
         path, method = params.get("Path", ""), params.get("Method", "")
         if not 1 <= len(path) <= 64:
             raise _validation("Path must be 1 to 64 characters")
         if not path.startswith("/") or method not in ("GET", "PUT", "POST", "PATCH", "DELETE"):
             raise _validation("Path must start with '/' and Method be GET, PUT, POST, PATCH or DELETE")
+        if not airflow_role_allows(roles[0], method, path):
+            raise MwaaApiError(
+                "RestApiClientException",
+                "Airflow REST API client error",
+                400,
+                RestApiStatusCode=403,
+                RestApiResponse={
+                    "detail": f"the {roles[0]} role may not {method} {path}",
+                    "status": 403,
+                    "title": "Forbidden",
+                },
+            )
         backend = self.airflow(account, region, env.name)
         self._lock.release()  # Airflow takes seconds; other API calls must not wait on it
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from botocore.config import Config
@@ -13,7 +14,9 @@ from localcloud import LocalCloud
 from localcloud.mwaa.http import EmulatorWebTransport
 from mwaa_control.airflow.cli import MwaaCli
 from mwaa_control.airflow.errors import (
+    AirflowAccessDenied,
     AirflowCommandRejected,
+    AirflowForbidden,
     AirflowNotFound,
     AirflowThrottled,
     AirflowUnavailable,
@@ -135,3 +138,30 @@ def test_tokens_never_reach_a_log_line(available: LocalCloud, caplog: pytest.Log
     for header in stub.tokens:
         assert header.removeprefix("Bearer ") not in logged
     assert "hunter2" not in logged
+
+
+def deny(*actions: str) -> Any:
+    return lambda action, resource: action not in actions
+
+
+def test_iam_refusals_are_typed_not_retried_and_say_what_to_grant(available: LocalCloud) -> None:
+    # Given a caller IAM refuses CreateCliToken and InvokeRestApi
+    available.emulator.authorize = deny("airflow:CreateCliToken", "airflow:InvokeRestApi")
+    # When it runs a CLI command, then it fails at once (no retry of a permission error)
+    with pytest.raises(AirflowAccessDenied, match="airflow:CreateCliToken"):
+        cli(available, Stub(available, [])).run(["version"])
+    assert [c for c in available.emulator.calls if c[0] == "CreateCliToken"] == [("CreateCliToken", "ops")]
+    # And a REST call names the resource InvokeRestApi is authorised against
+    with pytest.raises(AirflowAccessDenied, match=r"role/ops/\{AirflowRole\}"):
+        MwaaRest(available.client("mwaa"), "ops").call("GET", "/dags")
+
+
+def test_airflow_refusing_the_callers_role_is_a_typed_error(available: LocalCloud) -> None:
+    # Given a caller allowed the Viewer role only
+    available.emulator.authorize = lambda action, resource: (
+        action != "airflow:InvokeRestApi" or resource.endswith("role/ops/Viewer")
+    )
+    # When it writes a variable, then Airflow's 403 is a typed error naming the role problem
+    with pytest.raises(AirflowForbidden, match="403") as raised:
+        MwaaRest(available.client("mwaa"), "ops").call("POST", "/variables", body={"key": "k", "value": "v"})
+    assert raised.value.status == 403

@@ -133,3 +133,62 @@ def test_cli_commands_per_environment_are_bounded() -> None:
         t.join()
     # Then no more than the bound ever reached the endpoint together, and the bound was used
     assert peak[0] == MAX_CONCURRENT_PER_ENVIRONMENT
+
+
+@pytest.mark.parametrize("dots", [".", "..", "...", "." * 250])
+def test_ids_made_only_of_dots_are_refused_they_would_be_rest_path_segments(dots: str) -> None:
+    # /dags/.. and /variables/. are resolved as paths, not ids, once they reach the web server.
+    for check in (values.dag_id, values.run_id, values.variable_key):
+        with pytest.raises(UnsafeValue, match="dots"):
+            check(dots)
+    assert values.dag_id("a.b") == "a.b" and values.run_id(".x") == ".x"
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def test_conf_depth_is_bounded_with_a_typed_error() -> None:
+    # Given a conf nested far deeper than json.dumps can recurse
+    with pytest.raises(UnsafeValue, match="deeper than 64"):
+        values.conf_json(nested(3000))
+    with pytest.raises(UnsafeValue, match="deeper than 64"):
+        values.conf_json({"a": [[nested(63)]]})
+    assert json.loads(values.conf_json(nested(64))) == nested(64)
+
+
+class RecordingCli:
+    def __init__(self) -> None:
+        self.argv: list[list[str]] = []
+
+    def run(self, argv: list[str]) -> Any:
+        from mwaa_control.airflow.cli import CliResult
+
+        self.argv.append(list(argv))
+        run_id = argv[argv.index("-r") + 1]
+        return CliResult(stdout=json.dumps([{"dag_id": argv[2], "dag_run_id": run_id, "state": "queued"}]), stderr="")
+
+
+def recording_client() -> tuple[Any, RecordingCli]:
+    from mwaa_control.airflow.client import AirflowClient
+
+    cli = RecordingCli()
+    return AirflowClient(cli, None, environment="etl", airflow_version="2.11.0"), cli  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("conf", [[], 0, "", False, (), [{"a": 1}]])
+def test_a_conf_that_is_not_an_object_is_refused_not_sent_as_empty(conf: Any) -> None:
+    client, cli = recording_client()
+    with pytest.raises(UnsafeValue, match="JSON object"):
+        client.trigger_dag("hello", conf=conf, run_id="r1", read_back=False)
+    assert cli.argv == []
+
+
+def test_only_a_missing_conf_is_sent_as_an_empty_object() -> None:
+    client, cli = recording_client()
+    client.trigger_dag("hello", run_id="r1", read_back=False)
+    client.trigger_dag("hello", conf={}, run_id="r2", read_back=False)
+    assert [argv[argv.index("-c") + 1] for argv in cli.argv] == ["{}", "{}"]

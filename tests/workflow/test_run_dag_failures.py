@@ -7,6 +7,8 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from localcloud import LocalCloud
 
 
@@ -62,3 +64,19 @@ def test_invalid_request_error_names_fields_never_values(cloud: LocalCloud) -> N
         default=str,
     )
     assert secret not in error_texts
+
+
+@pytest.mark.parametrize("conf", [None, [], 0, "", False, [{"a": 1}]], ids=repr)
+def test_a_conf_that_is_not_an_object_is_refused_not_defaulted(cloud: LocalCloud, conf: Any) -> None:
+    # Given an execution whose conf is present but not a JSON object
+    described, history = run(cloud, "bad-conf", {"environment": "etl", "dag_id": "hello", "conf": conf})
+    # Then the trigger received it as given (only a missing conf is defaulted to {}) and refused it
+    # before calling MWAA, naming the field; the workflow failed through its notification
+    [invocation] = [i for i in cloud.lambdas.invocations if i.function == "DagTriggerFunction"]
+    assert invocation.event["conf"] == conf and invocation.error == "InvalidTriggerRequest"
+    assert cloud.emulator.calls == []
+    assert described["status"] == "FAILED"
+    assert states_entered(history)[-2:] == ["Notify run failure", "DAG run failed"]
+    failed = json.dumps([e for e in history if "Failed" in e["type"]], default=str)
+    assert "InvalidTriggerRequest" in failed and "conf" in failed
+    assert invocation.event["task_token"][:40] not in failed

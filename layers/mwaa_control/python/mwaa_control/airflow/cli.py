@@ -20,6 +20,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from mwaa_control.airflow.errors import (
+    AirflowAccessDenied,
     AirflowCommandRejected,
     AirflowThrottled,
     AirflowUnavailable,
@@ -92,6 +93,11 @@ class MwaaCli:
             token = self._mwaa.create_cli_token(Name=self._environment)
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
+            if code == "AccessDeniedException":
+                # A missing grant: retrying (here or in the workflow) cannot help.
+                raise AirflowAccessDenied(
+                    f"{self._environment}: IAM denies airflow:CreateCliToken; grant it on the environment's ARN"
+                ) from None
             raise AirflowUnavailable(f"CreateCliToken for {self._environment} failed: {code}") from None
         # Airflow 3 environments redirect /aws_mwaa/cli to /aws_mwaa/cli/; post there directly.
         path = "/aws_mwaa/cli/" if self._airflow_major >= 3 else "/aws_mwaa/cli"

@@ -107,7 +107,8 @@ class AirflowClient:
             "trigger",
             values.dag_id(dag_id),
             "-c",
-            values.conf_json(conf or {}),
+            # Only a missing conf means {}: [], 0, "" or False are mistakes, refused by conf_json.
+            values.conf_json({} if conf is None else conf),
             "-r",
             run_id,
             "-o",

@@ -21,6 +21,11 @@ class AirflowThrottled(AirflowUnavailable):
     """Too many concurrent CLI/REST calls on the environment (429)."""
 
 
+class AirflowAccessDenied(AirflowError):
+    """IAM refused the MWAA call (CreateCliToken, InvokeRestApi): a grant is missing, retrying
+    will not help. The message names the action and the resource to grant."""
+
+
 class CliTokenRejected(AirflowError):
     """The web server refused the CLI token (expired or not authorised) even after a fresh one."""
 
@@ -48,6 +53,11 @@ class AirflowRestError(AirflowError):
 
 class AirflowNotFound(AirflowRestError):
     """The DAG, run or variable does not exist (404)."""
+
+
+class AirflowForbidden(AirflowRestError):
+    """Airflow refused the call (401/403): the Airflow role IAM mapped the caller to, the role in
+    the InvokeRestApi resource it was granted, may not do this."""
 
 
 class RestPathTooLong(AirflowError):

@@ -8,6 +8,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from mwaa_control.airflow.errors import (
+    AirflowAccessDenied,
+    AirflowForbidden,
     AirflowNotFound,
     AirflowRestError,
     AirflowThrottled,
@@ -46,6 +48,13 @@ class MwaaRest:
         status = int(error.response.get("RestApiStatusCode") or 0)
         detail = _detail(error.response.get("RestApiResponse")) or info.get("Message", "")
         where = f"{self._environment}: "
+        if code == "AccessDeniedException":
+            # IAM authorises InvokeRestApi against the Airflow role resource, not the environment.
+            return AirflowAccessDenied(
+                f"{where}IAM denies airflow:InvokeRestApi ({method} {path}); grant it on "
+                f"arn:<partition>:airflow:<region>:<account>:role/{self._environment}/{{AirflowRole}} "
+                "with the least Airflow role that works, not on environment/*"
+            )
         if code == "RestApiServerException" or code in ("InternalServerException", "ServiceUnavailable"):
             return AirflowUnavailable(f"{where}{method} {path} failed on the server (HTTP {status or 500}): {detail}")
         if code == "ThrottlingException" or status == 429:
@@ -54,6 +63,13 @@ class MwaaRest:
             return AirflowNotFound(404, f"environment {self._environment} not found", method=method, path=path)
         if status == 404:
             return AirflowNotFound(404, detail, method=method, path=path)
+        if status in (401, 403):
+            return AirflowForbidden(
+                status,
+                f"{where}{detail} (the Airflow role in the caller's InvokeRestApi grant may not do this)",
+                method=method,
+                path=path,
+            )
         return AirflowRestError(status or 400, f"{where}{detail}", method=method, path=path)
 
 
