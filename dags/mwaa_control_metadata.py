@@ -7,7 +7,7 @@ Both are triggered by the pause/resume workflow through the CLI token API with a
      "drain": {"timeout": 1800, "on_timeout": "abort", "leave_paused": true},   # export only
      "backup_id": "20261121T213305Z-1a2b3c4d",                                  # import only
      "source_environment": "etl-prod-old",             # import only, optional: another env's backup
-     "mwaa_control": {"callback_id": "...", "table": "...", "region": "..."}}  # the callback
+     "mwaa_control": {"callback_id": "...", "environment": "...", "table": "...", "region": "..."}}
 
 Both need the KMS key: the export's backup is authenticated with it (a backup without is refused
 by restores), and the import restores only an authenticated backup, never an unauthenticated one,

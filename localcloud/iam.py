@@ -68,6 +68,9 @@ class Renderer:
             "AWS::Region": self.d.region,
             "AWS::Partition": self.d.partition,
             "AWS::URLSuffix": "amazonaws.com",
+            "AWS::StackId": (
+                f"arn:{self.d.partition}:cloudformation:{self.d.region}:{self.d.account}:stack/{self.d.stack_name}/local"
+            ),
         }
         if name == "AWS::NoValue":
             return NO_VALUE

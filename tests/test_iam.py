@@ -197,6 +197,19 @@ def test_the_state_table_is_split_by_key_prefix() -> None:
     assert not may("DagTriggerFunction", "dynamodb:GetItem", table, {"dynamodb:LeadingKeys": ["callback#etl#1"]})
 
 
+def test_the_adoption_role_registers_endpoints_and_does_nothing_else() -> None:
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-state"
+    adopt = "EndpointAdoptionRole"
+    assert may(adopt, "dynamodb:PutItem", table, {"dynamodb:LeadingKeys": ["endpoint#vpce-1"]})
+    assert not may(adopt, "dynamodb:PutItem", table, {"dynamodb:LeadingKeys": ["lock#etl"]})
+    assert not may(adopt, "dynamodb:PutItem", table, {"dynamodb:LeadingKeys": ["callback#etl#1"]})
+    tagged = {"aws:ResourceTag/mwaa-control:managed-by": STACK, "ec2:VpceServiceName": MWAA_SERVICE}
+    assert not may(adopt, "ec2:DeleteVpcEndpoints", ENDPOINT, tagged)
+    assert not may(adopt, "ec2:CreateVpcEndpoint", ENDPOINT, tagged)
+    role = load_template()["Resources"][adopt]["Properties"]
+    assert role["Path"] == {"Fn::Sub": "/mwaa-control/${AWS::StackName}/"}  # the table's resource policy admits it
+
+
 # --- DAG invocation ----------------------------------------------------------------------------------
 def test_the_dag_trigger_calls_the_rest_api_as_airflow_viewer_only() -> None:
     role = f"arn:aws:airflow:{REGION}:{ACCOUNT}:role/etl"

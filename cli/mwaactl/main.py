@@ -3,6 +3,7 @@
 mwaactl dags trigger ENV DAG [--conf JSON] [--run-id ID] [--wait] [--timeout SECONDS]
 mwaactl airflow ENV -- <airflow cli args>
 mwaactl metadata backup|restore|verify|list ...
+mwaactl endpoints adopt [--dry-run] [--include-gone] [--stack NAME] [--region REGION]
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from rich.console import Console
 
 from mwaa_control.airflow.errors import AirflowError
 from mwaa_control.composition import airflow_client
+from mwaactl.endpoints import endpoints
 from mwaactl.metadata import metadata
 
 app = typer.Typer(help="Operate MWAA environments: trigger DAGs, run Airflow commands.", no_args_is_help=True)
 dags = typer.Typer(help="DAG runs.", no_args_is_help=True)
 app.add_typer(dags, name="dags")
 app.add_typer(metadata, name="metadata")
+app.add_typer(endpoints, name="endpoints")
 console = Console()
 errors = Console(stderr=True)
 

@@ -9,7 +9,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mwaa_control.composition import endpoint_service
-from mwaa_control.endpoints import EndpointService
+from mwaa_control.endpoints import EndpointService, left_alone_counts
 from mwaa_control.errors import CrossAccountNotConfigured, InvalidEnvironmentReference
 from mwaa_control.events import environment_of
 from mwaa_control.observability import logger, metrics, tracer
@@ -46,9 +46,14 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return {"outcome": "ignored", "environment_arn": ref.arn, "reason": str(error)}
     logger.info("reconciled endpoints", extra={"result": result.summary()})
     metrics.add_metric(name=f"Endpoints_{result.outcome}", unit=MetricUnit.Count, value=1)
-    skipped = [a for a in result.actions if a.action in ("skipped", "sqs-endpoint-not-opted-in")]
-    if skipped:
-        metrics.add_metric(name="EndpointsLeftAlone", unit=MetricUnit.Count, value=len(skipped))
+    left_alone = left_alone_counts([result])
+    if left_alone.endpoints:
+        metrics.add_metric(name="EndpointsLeftAlone", unit=MetricUnit.Count, value=left_alone.endpoints)
+    if left_alone.sqs_endpoints_not_opted_in:
+        # Its own metric (and alarm): an SQS policy that needed a change the VPC owner did not allow.
+        metrics.add_metric(
+            name="SqsEndpointsNotOptedIn", unit=MetricUnit.Count, value=left_alone.sqs_endpoints_not_opted_in
+        )
     return result.summary()
 
 

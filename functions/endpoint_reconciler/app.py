@@ -9,7 +9,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mwaa_control.composition import endpoint_service
-from mwaa_control.endpoints import EndpointService
+from mwaa_control.endpoints import EndpointService, left_alone_counts
 from mwaa_control.errors import FleetReconcileIncomplete
 from mwaa_control.observability import logger, metrics, tracer
 from mwaa_control.settings import EndpointSettings
@@ -26,13 +26,23 @@ def service() -> EndpointService:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     results = service().reconcile_fleet()
     changed = [r for r in results if r.outcome in ("provisioned", "removed")]
-    # Endpoints tagged as ours that we did not create, and SQS endpoints not opted in: worth an
-    # alarm (someone tagging endpoints as ours is probing the automation), never a failure.
-    left_alone = [a for r in results for a in r.actions if a.action in ("skipped", "sqs-endpoint-not-opted-in")]
+    # Endpoints tagged as ours that we did not create (someone tagging endpoints as ours may be
+    # probing the automation), and SQS endpoints whose policy needed a change the VPC owner did not
+    # opt in to: each worth its own alarm, never a failure.
+    left_alone = left_alone_counts(results)
     metrics.add_metric(name="EnvironmentsReconciled", unit=MetricUnit.Count, value=len(results))
-    metrics.add_metric(name="EndpointsLeftAlone", unit=MetricUnit.Count, value=len(left_alone))
+    metrics.add_metric(name="EndpointsLeftAlone", unit=MetricUnit.Count, value=left_alone.endpoints)
+    metrics.add_metric(
+        name="SqsEndpointsNotOptedIn", unit=MetricUnit.Count, value=left_alone.sqs_endpoints_not_opted_in
+    )
     logger.info(
-        "fleet reconciled", extra={"environments": len(results), "changed": len(changed), "left_alone": len(left_alone)}
+        "fleet reconciled",
+        extra={
+            "environments": len(results),
+            "changed": len(changed),
+            "left_alone": left_alone.endpoints,
+            "sqs_endpoints_not_opted_in": left_alone.sqs_endpoints_not_opted_in,
+        },
     )
     failed = [r for r in results if r.outcome == "failed"]
     if failed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -92,3 +93,62 @@ def test_endpoint_policy_reads_back_what_was_written(cloud: LocalCloud, vpc: Sha
     assert net.endpoint_policy(vpc.sqs_endpoint_id) == RESTRICTIVE_SQS_POLICY
     net.replace_endpoint_policy(vpc.sqs_endpoint_id, amended)
     assert net.endpoint_policy(vpc.sqs_endpoint_id) == amended
+
+
+# --- review findings -------------------------------------------------------------------------------
+
+
+def test_managed_endpoints_carry_their_creation_time_and_client_token_tag(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    net = network(cloud)
+    endpoint_id = net.create_interface_endpoint(
+        vpc_id=vpc.vpc_id,
+        service_name="com.amazonaws.vpce.us-east-1.vpce-svc-db",
+        subnet_ids=vpc.subnet_ids,
+        security_group_ids=[vpc.security_group_id],
+        client_token="token-db",
+        tags={
+            "mwaa-control:managed-by": "stack",
+            "mwaa-control:environment-arn": ENV,
+            "mwaa-control:endpoint-role": "database",
+            "mwaa-control:client-token": "token-db",
+        },
+    )
+    [found] = net.managed_endpoints(ENV)
+    assert found.endpoint_id == endpoint_id and found.client_token == "token-db"
+    assert found.created_at is not None and found.created_at.tzinfo is not None
+
+
+def test_opted_in_sqs_endpoints_are_found_in_every_vpc(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    other = build_shared_vpc(cloud.client("ec2"), cidr="10.1")
+    build_shared_vpc(cloud.client("ec2"), cidr="10.2", amend_policy_for=None)
+    net = network(cloud, "mwaa-control")
+    found = {(e.vpc_id, e.endpoint_id) for e in net.opted_in_sqs_endpoints()}
+    assert found == {(vpc.vpc_id, vpc.sqs_endpoint_id), (other.vpc_id, other.sqs_endpoint_id)}
+
+
+class Recorder:
+    """An EC2 client that only records which calls reach it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def create_vpc_endpoint(self, **_: Any) -> dict[str, Any]:
+        self.calls.append("CreateVpcEndpoint")
+        return {"VpcEndpoint": {"VpcEndpointId": "vpce-1"}}
+
+    def delete_vpc_endpoints(self, **_: Any) -> dict[str, Any]:
+        self.calls.append("DeleteVpcEndpoints")
+        return {"Unsuccessful": []}
+
+    def modify_vpc_endpoint(self, **_: Any) -> dict[str, Any]:
+        self.calls.append("ModifyVpcEndpoint")
+        return {}
+
+
+def test_destructive_calls_go_through_the_short_timeout_client(cloud: LocalCloud, vpc: SharedVpc) -> None:
+    mutations = Recorder()
+    net = Ec2EndpointNetwork(cloud.client("ec2"), deployment_id="stack", region="us-east-1", mutations=mutations)
+    create(net, vpc, "svc-a")
+    net.delete_endpoints(["vpce-1"])
+    net.replace_endpoint_policy("vpce-1", {})
+    assert mutations.calls == ["CreateVpcEndpoint", "DeleteVpcEndpoints", "ModifyVpcEndpoint"]

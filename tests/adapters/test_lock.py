@@ -183,3 +183,119 @@ def test_forgotten_endpoints_are_no_longer_registered(cloud: LocalCloud) -> None
     registry(cloud).register(ENDPOINT)
     registry(cloud).forget([ENDPOINT.endpoint_id, "vpce-unknown"])
     assert registry(cloud).lookup([ENDPOINT.endpoint_id]) == {}
+
+
+# --- review findings: the heartbeat survives transport errors, ensure() refuses only when unsafe ---
+
+
+class FlakyDynamoDb:
+    """The real client, except that the next ``failures`` renewals raise ``error``."""
+
+    def __init__(self, real: Any, error: Exception, failures: int = 1) -> None:
+        self.real, self.error, self.failures = real, error, failures
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def update_item(self, **kwargs: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        return self.real.update_item(**kwargs)
+
+
+def test_the_heartbeat_survives_a_transport_error_and_keeps_the_lease(cloud: LocalCloud) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    flaky = FlakyDynamoDb(cloud.client("dynamodb"), EndpointConnectionError(endpoint_url="https://dynamodb"))
+    held = DynamoDbLeaseLock(flaky, cloud.physical["LockTable"], lease_seconds=0.6, wait_seconds=5)
+    with held.hold("env") as lease:
+        # The first beat fails on the network; DynamoDB answers again afterwards
+        time.sleep(1.0)
+        lease.ensure()
+        assert flaky.failures == 0 and lease._heartbeat is not None and lease._heartbeat.is_alive()
+    assert record(cloud) is None
+
+
+def test_a_lease_not_renewed_for_most_of_its_duration_is_still_ours_until_lease_minus_margin(
+    cloud: LocalCloud,
+) -> None:
+    # Given a 60 s lease whose renewals do not get through (its heartbeat has nothing to say in time)
+    clock = FakeMonotonic()
+    held = lock(cloud, lease_seconds=60, wait_seconds=90, monotonic=clock.monotonic, sleep=clock.sleep)
+    with held.hold("env") as lease:
+        # When 42 s pass without a renewal (more than two missed beats of the old lease/3 schedule)
+        clock.now += 42
+        # Then it is still certainly ours: no waiter can take it over before 60 s, and the default
+        # margin (a quarter of the lease) covers the longest destructive call
+        lease.ensure()
+        # But not once the silence reaches the lease minus the margin
+        clock.now += 4
+        with pytest.raises(LeaseLost, match="could not be renewed"):
+            lease.ensure()
+
+
+def test_a_margin_that_leaves_no_room_for_a_missed_beat_is_refused(cloud: LocalCloud) -> None:
+    with pytest.raises(ValueError, match="margin"):
+        lock(cloud, lease_seconds=30, safety_margin_seconds=25)
+
+
+# --- review findings: records of the previous lock format ----------------------------------------
+
+
+def previous_format_holder(cloud: LocalCloud, *, expires_at: float) -> None:
+    """A record the previous code wrote: owner and a wall-clock expiry (its 120 s lease), nothing else."""
+    cloud.client("dynamodb").put_item(
+        TableName=cloud.physical["LockTable"],
+        Item={"pk": {"S": "lock#env"}, "owner": {"S": "old-owner"}, "expires_at": {"N": str(int(expires_at))}},
+    )
+
+
+def test_a_previous_format_record_is_not_taken_over_before_its_old_120_s_lease(cloud: LocalCloud) -> None:
+    # Given a live holder of the previous code (its lease ends in 120 s on its terms)
+    previous_format_holder(cloud, expires_at=time.time() + 120)
+    clock = FakeMonotonic()
+    # When a new invocation with a 30 s lease waits 100 s, it does not take it over
+    waiter = lock(cloud, lease_seconds=30, wait_seconds=100, monotonic=clock.monotonic, sleep=clock.sleep)
+    with pytest.raises(LockNotAcquired), waiter.hold("env"):
+        pass
+    still = record(cloud)
+    assert still is not None and still["owner"]["S"] == "old-owner"
+
+
+def test_a_previous_format_record_past_its_own_expiry_is_taken_over_at_once(cloud: LocalCloud) -> None:
+    previous_format_holder(cloud, expires_at=time.time() - 5)
+    clock = FakeMonotonic()
+    waiter = lock(cloud, lease_seconds=30, wait_seconds=5, monotonic=clock.monotonic, sleep=clock.sleep)
+    with waiter.hold("env"):
+        held = record(cloud)
+        assert held is not None and held["owner"]["S"] != "old-owner"
+
+
+# --- review findings: intents written before CreateVpcEndpoint ------------------------------------
+
+
+def test_intents_are_recorded_under_the_endpoint_prefix_and_forgotten(cloud: LocalCloud) -> None:
+    from mwaa_control.models import EndpointIntent
+
+    intent = EndpointIntent(
+        client_token="f" * 64,
+        environment_arn=ENDPOINT.environment_arn,
+        service_name=ENDPOINT.service_name,
+        vpc_id="vpc-1",
+        role="database",
+        created_at=datetime(2026, 11, 21, 9, 4, tzinfo=UTC),
+    )
+    registry(cloud).record_intent(intent)
+    # A retry writes it again later: the first intent stays, or it would no longer vouch for the
+    # endpoint the first attempt created
+    registry(cloud).record_intent(intent.model_copy(update={"created_at": datetime(2026, 11, 21, 9, 30, tzinfo=UTC)}))
+    assert registry(cloud).lookup_intents([intent.client_token, "unknown"]) == {intent.client_token: intent}
+    # Under endpoint#: the functions' IAM (dynamodb:LeadingKeys) needs no new prefix; never expires
+    raw = cloud.client("dynamodb").get_item(
+        TableName=cloud.physical["LockTable"], Key={"pk": {"S": f"endpoint#intent#{intent.client_token}"}}
+    )["Item"]
+    assert "expires_at" not in raw
+    assert registry(cloud).lookup([f"intent#{intent.client_token}"]) == {}
+    registry(cloud).forget_intents([intent.client_token])
+    assert registry(cloud).lookup_intents([intent.client_token]) == {}

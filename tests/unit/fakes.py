@@ -6,10 +6,11 @@ import itertools
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from mwaa_control.errors import LeaseLost
-from mwaa_control.models import EndpointRecord, Environment, EnvironmentRef, ManagedEndpoint
+from mwaa_control.models import EndpointIntent, EndpointRecord, Environment, EnvironmentRef, ManagedEndpoint
 from mwaa_control.ports import SqsEndpoint
 
 
@@ -17,14 +18,20 @@ class FakeDirectory:
     def __init__(self, *environments: Environment) -> None:
         self.environments = {e.arn: e for e in environments}
         self.reads: list[str] = []
+        # Accounts whose listing fails (a participant role missing, AssumeRole denied).
+        self.broken_accounts: set[str] = set()
 
     def get_environment(self, ref: EnvironmentRef) -> Environment | None:
         self.reads.append(ref.arn)
         return self.environments.get(ref.arn)
 
-    def list_environments(self) -> Iterator[EnvironmentRef]:
+    def list_environments(self, account: str | None = None) -> Iterator[EnvironmentRef]:
+        # Like MwaaDirectory: listing every account fails at the first broken one.
+        if account in self.broken_accounts or (account is None and self.broken_accounts):
+            raise RuntimeError(f"AccessDenied: cannot assume the participant role of {account or 'a participant'}")
         for environment in self.environments.values():
-            yield environment.ref
+            if account is None or environment.ref.account == account:
+                yield environment.ref
 
 
 class FakeNetwork:
@@ -55,6 +62,8 @@ class FakeNetwork:
                 state="available",
                 environment_arn=e["tags"]["mwaa-control:environment-arn"],
                 role=e["tags"]["mwaa-control:endpoint-role"],
+                created_at=e["created_at"],
+                client_token=e["tags"].get("mwaa-control:client-token"),
             )
             for eid, e in self.endpoints.items()
             if e["tags"].get("mwaa-control:managed-by") == self.deployment_id
@@ -84,6 +93,7 @@ class FakeNetwork:
             "security_group_ids": list(security_group_ids),
             "tags": dict(tags),
             "client_token": client_token,
+            "created_at": datetime.now(UTC),
         }
         return endpoint_id
 
@@ -96,11 +106,14 @@ class FakeNetwork:
         self, endpoint_id: str, vpc_id: str, policy: dict[str, Any], *, opted_in_by: str | None = "stack"
     ) -> None:
         tags = {"mwaa-control:amend-policy": opted_in_by} if opted_in_by else {}
-        self.sqs[endpoint_id] = SqsEndpoint(endpoint_id=endpoint_id, policy=policy, tags=tags)
+        self.sqs[endpoint_id] = SqsEndpoint(endpoint_id=endpoint_id, vpc_id=vpc_id, policy=policy, tags=tags)
         self.sqs_vpc[endpoint_id] = vpc_id
 
     def sqs_endpoints(self, vpc_id: str) -> list[SqsEndpoint]:
         return [e for eid, e in self.sqs.items() if self.sqs_vpc[eid] == vpc_id]
+
+    def opted_in_sqs_endpoints(self) -> list[SqsEndpoint]:
+        return [e for e in self.sqs.values() if e.tags.get("mwaa-control:amend-policy") == self.deployment_id]
 
     def replace_endpoint_policy(self, endpoint_id: str, policy: Mapping[str, Any]) -> None:
         self.calls.append(f"policy {endpoint_id}")
@@ -120,6 +133,7 @@ class FakeNetwork:
 class FakeRegistry:
     def __init__(self) -> None:
         self.records: dict[str, EndpointRecord] = {}
+        self.intents: dict[str, EndpointIntent] = {}
 
     def register(self, record: EndpointRecord) -> None:
         self.records[record.endpoint_id] = record
@@ -130,6 +144,16 @@ class FakeRegistry:
     def forget(self, endpoint_ids: Sequence[str]) -> None:
         for endpoint_id in endpoint_ids:
             self.records.pop(endpoint_id, None)
+
+    def record_intent(self, intent: EndpointIntent) -> None:
+        self.intents.setdefault(intent.client_token, intent)
+
+    def lookup_intents(self, client_tokens: Sequence[str]) -> dict[str, EndpointIntent]:
+        return {t: self.intents[t] for t in client_tokens if t in self.intents}
+
+    def forget_intents(self, client_tokens: Sequence[str]) -> None:
+        for token in client_tokens:
+            self.intents.pop(token, None)
 
 
 class FakeLease:

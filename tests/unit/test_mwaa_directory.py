@@ -99,3 +99,23 @@ def test_assumed_session_credentials_renew_before_they_expire() -> None:
     now[0] += timedelta(minutes=5)
     session.get_credentials().get_frozen_credentials()
     assert sts.calls == 2
+
+
+class FakeMwaa:
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def get_paginator(self, _: str) -> FakeMwaa:
+        return self
+
+    def paginate(self, **_: Any) -> list[dict[str, Any]]:
+        return [{"Environments": self.names}]
+
+
+def test_environments_are_listed_one_account_at_a_time(assumed: list[str]) -> None:
+    # A broken participant must not stop the listing of the other accounts: the caller lists each
+    listing = directory()
+    listing._clients[("123456789012", "us-east-1")] = FakeMwaa(["etl"])
+    refs = list(listing.list_environments("123456789012"))
+    assert [r.arn for r in refs] == ["arn:aws:airflow:us-east-1:123456789012:environment/etl"]
+    assert assumed == []

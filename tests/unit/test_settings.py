@@ -40,3 +40,20 @@ def test_a_wait_no_longer_than_the_lease_is_refused(monkeypatch: pytest.MonkeyPa
     # A waiter must watch a crashed holder's record for a full lease before taking it over.
     with pytest.raises(ValueError, match="must exceed LOCK_LEASE_SECONDS"):
         settings(monkeypatch, AWS_REGION="us-east-1", LOCK_LEASE_SECONDS="120", LOCK_WAIT_SECONDS="60")
+
+
+def test_a_lease_too_short_for_the_longest_destructive_call_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ensure() passes until lease - margin; the margin must outlast one EC2 call with its retries
+    with pytest.raises(ValueError, match="destructive"):
+        settings(monkeypatch, AWS_REGION="us-east-1", LOCK_LEASE_SECONDS="20", LOCK_WAIT_SECONDS="60")
+
+
+def test_the_lease_margin_outlasts_the_destructive_clients_worst_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mwaa_control.adapters.clients import DESTRUCTIVE_CONFIG, RETRY_CONFIG, worst_case_seconds
+
+    loaded = settings(monkeypatch, AWS_REGION="us-east-1")
+    assert worst_case_seconds(DESTRUCTIVE_CONFIG) < loaded.lock_safety_margin_seconds
+    # Two missed heartbeats (every lease/5) still leave the lease usable
+    assert loaded.lock_lease_seconds - loaded.lock_safety_margin_seconds > 2 * loaded.lock_lease_seconds / 5
+    # The ordinary client's worst case (5 attempts x 35 s) is what the finding was about
+    assert worst_case_seconds(RETRY_CONFIG) > loaded.lock_lease_seconds

@@ -509,3 +509,88 @@ def test_an_sqs_endpoint_the_vpc_owner_did_not_opt_in_is_reported_and_left_alone
     [action] = [a for a in pending.outcome["actions"] if a["endpoint_id"] == vpc.sqs_endpoint_id]
     assert action["action"] == "sqs-endpoint-not-opted-in"
     assert len(live_endpoints(cloud.client("ec2"), vpc.vpc_id)) == 3
+
+
+# --- review findings ---------------------------------------------------------------------------------
+
+
+def forget_registry(cloud: LocalCloud) -> list[str]:
+    """Make the table look as it did before the endpoint registry existed: no endpoint# items."""
+    dynamodb, table = cloud.client("dynamodb"), cloud.physical["LockTable"]
+    keys = [i["pk"]["S"] for i in dynamodb.scan(TableName=table)["Items"] if i["pk"]["S"].startswith("endpoint#")]
+    for key in keys:
+        dynamodb.delete_item(TableName=table, Key={"pk": {"S": key}})
+    return keys
+
+
+def test_endpoints_tagged_before_the_registry_are_removed_once_the_operator_adopts_them(
+    cloud: LocalCloud, vpc: SharedVpc
+) -> None:
+    from mwaa_control.composition import endpoint_service
+    from mwaa_control.settings import EndpointSettings
+
+    # Given an environment whose endpoints the previous version created (tagged, not registered)
+    cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+    cloud.run_for(timedelta(minutes=30))
+    assert status(cloud) == "AVAILABLE" and forget_registry(cloud)
+    ours = {e["VpcEndpointId"] for e in live_endpoints(cloud.client("ec2"), vpc.vpc_id)} - {vpc.sqs_endpoint_id}
+    # When it is deleted, its endpoints are left alone (not registered) but its SQS statement is
+    # withdrawn (found on the opted-in SQS endpoints, not through our endpoints' VPCs)
+    cloud.client("mwaa").delete_environment(Name="etl-shared")
+    cloud.run_for(timedelta(minutes=16))
+    assert {e["VpcEndpointId"] for e in live_endpoints(cloud.client("ec2"), vpc.vpc_id)} >= ours
+    assert sqs_policy(cloud, vpc) == RESTRICTIVE_SQS_POLICY
+    # And every sweep reports them until they are adopted
+    result = cloud.lambdas.invoke(RECONCILER, load_event("scheduled_reconcile.json"))
+    assert all(skipped_reasons(result, endpoint_id) for endpoint_id in ours)
+    # And once the operator adopts them (mwaactl endpoints adopt --include-gone), the next sweep deletes them
+    service = endpoint_service(
+        EndpointSettings(
+            deployment_id=STACK,
+            lock_table_name=cloud.physical["LockTable"],
+            region="us-east-1",
+            account_id="123456789012",
+        )
+    )
+    candidates = service.adoption_candidates()
+    assert {c.endpoint.endpoint_id: c.verdict for c in candidates} == dict.fromkeys(ours, "gone")
+    assert len(service.adopt(candidates, include_gone=True)) == len(ours)
+    result = cloud.lambdas.invoke(RECONCILER, load_event("scheduled_reconcile.json"))
+    assert [r["outcome"] for r in result["results"]] == ["removed"]
+    assert {e["VpcEndpointId"] for e in live_endpoints(cloud.client("ec2"), vpc.vpc_id)} == {vpc.sqs_endpoint_id}
+
+
+FULL_ACCESS_SQS_POLICY = {
+    "Version": "2008-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}],
+}
+
+
+def test_an_sqs_endpoint_with_the_default_policy_needs_no_opt_in_and_raises_no_alarm(cloud: LocalCloud) -> None:
+    # Given a VPC whose SQS endpoint keeps the default full-access policy and is not opted in
+    vpc = build_shared_vpc(cloud.client("ec2"), amend_policy_for=None)
+    cloud.client("ec2").modify_vpc_endpoint(
+        VpcEndpointId=vpc.sqs_endpoint_id, PolicyDocument=json.dumps(FULL_ACCESS_SQS_POLICY)
+    )
+    # When an environment in it goes PENDING
+    cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+    cloud.clock.advance(timedelta(minutes=5))
+    # Then no change was needed: nothing is reported as not opted in
+    [pending] = [d for d in cloud.events.deliveries if d.detail_status == "PENDING"]
+    [action] = [a for a in pending.outcome["actions"] if a["endpoint_id"] == vpc.sqs_endpoint_id]
+    assert action["action"] == "sqs-policy-ok"
+
+
+def test_the_sweep_applies_an_opt_in_made_after_the_environment_became_available(cloud: LocalCloud) -> None:
+    # Given an AVAILABLE environment in a VPC whose owner had not opted the SQS endpoint in
+    ec2 = cloud.client("ec2")
+    vpc = build_shared_vpc(ec2, amend_policy_for=None)
+    cloud.client("mwaa").create_environment(**create_request("etl-shared", vpc))
+    cloud.run_for(timedelta(minutes=30))
+    assert status(cloud) == "AVAILABLE" and sqs_policy(cloud, vpc) == RESTRICTIVE_SQS_POLICY
+    # When the owner opts in and the scheduled reconciler runs
+    ec2.create_tags(Resources=[vpc.sqs_endpoint_id], Tags=[{"Key": "mwaa-control:amend-policy", "Value": STACK}])
+    cloud.lambdas.invoke(RECONCILER, load_event("scheduled_reconcile.json"))
+    # Then the environment's queue is allowed
+    queue = cloud.client("mwaa").get_environment(Name="etl-shared")["Environment"]["CeleryExecutorQueue"]
+    assert any(s.get("Resource") == [queue] for s in sqs_policy(cloud, vpc)["Statement"])

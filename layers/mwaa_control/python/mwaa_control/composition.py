@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mwaa_control.adapters.clients import client
+from mwaa_control.adapters.clients import DESTRUCTIVE_CONFIG, client
 from mwaa_control.adapters.ec2 import Ec2EndpointNetwork
 from mwaa_control.adapters.lock import DynamoDbLeaseLock
 from mwaa_control.adapters.mwaa import MwaaDirectory
@@ -21,13 +21,19 @@ def endpoint_service(settings: EndpointSettings) -> EndpointService:
     return EndpointService(
         directory=MwaaDirectory(scope=settings.scope, participant_role_name=settings.participant_role_name),
         network=Ec2EndpointNetwork(
-            client("ec2", region=settings.region), deployment_id=settings.deployment_id, region=settings.region
+            client("ec2", region=settings.region),
+            deployment_id=settings.deployment_id,
+            region=settings.region,
+            # Calls made after Lease.ensure() must end within the lease's safety margin.
+            mutations=client("ec2", region=settings.region, config=DESTRUCTIVE_CONFIG),
         ),
         lock=DynamoDbLeaseLock(
-            dynamodb,
+            # Short timeouts: a renewal hanging for minutes would silence the heartbeat.
+            client("dynamodb", region=settings.region, config=DESTRUCTIVE_CONFIG),
             settings.lock_table_name,
             lease_seconds=settings.lock_lease_seconds,
             wait_seconds=settings.lock_wait_seconds,
+            safety_margin_seconds=settings.lock_safety_margin_seconds,
         ),
         registry=DynamoDbEndpointRegistry(dynamodb, settings.lock_table_name),
         deployment_id=settings.deployment_id,

@@ -152,6 +152,26 @@ class ManagedEndpoint(BaseModel):
     state: str
     environment_arn: str
     role: str
+    # EC2's CreationTimestamp; None when EC2 did not say.
+    created_at: datetime | None = None
+    # Our idempotency token, tagged at creation: the key of the intent written before creating it.
+    client_token: str | None = None
+
+
+class EndpointIntent(BaseModel):
+    """Written BEFORE CreateVpcEndpoint, keyed by its ClientToken: if the registration after the
+    create fails, the intent still vouches for the endpoint (EC2 does not return ClientToken in
+    DescribeVpcEndpoints, so the token is also tagged on the endpoint, and an endpoint matches an
+    intent only if its environment, service and VPC agree and EC2 created it after the intent)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    client_token: str
+    environment_arn: str
+    service_name: str
+    vpc_id: str
+    role: str | None = None
+    created_at: datetime
 
 
 class EndpointRecord(BaseModel):
@@ -169,6 +189,17 @@ class EndpointRecord(BaseModel):
     vpc_id: str
     role: str | None = None
     created_at: datetime
+
+
+class AdoptionCandidate(BaseModel):
+    """A tagged endpoint with no registry record (created before the registry existed), and
+    whether ``mwaactl endpoints adopt`` may register it: ``adopt`` (its service is the environment's
+    current one), ``gone`` (the environment no longer exists: the operator confirms with
+    --include-gone), ``refused`` (not an endpoint this deployment may ever own)."""
+
+    endpoint: ManagedEndpoint
+    verdict: Literal["adopt", "gone", "refused"]
+    reason: str
 
 
 class EndpointAction(BaseModel):

@@ -8,11 +8,12 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from mwaa_control.models import EndpointRecord, Environment, EnvironmentRef, ManagedEndpoint
+from mwaa_control.models import EndpointIntent, EndpointRecord, Environment, EnvironmentRef, ManagedEndpoint
 
 
 class SqsEndpoint(BaseModel):
     endpoint_id: str
+    vpc_id: str = ""
     policy: dict[str, Any]
     tags: dict[str, str] = Field(default_factory=dict)
 
@@ -24,8 +25,8 @@ class EnvironmentDirectory(Protocol):
         """The environment, or None when MWAA says it does not exist."""
         ...
 
-    def list_environments(self) -> Iterator[EnvironmentRef]:
-        """Every environment of the control plane's own account and region."""
+    def list_environments(self, account: str | None = None) -> Iterator[EnvironmentRef]:
+        """The environments of one served account (None: of every served account) in our region."""
         ...
 
 
@@ -55,6 +56,11 @@ class EndpointNetwork(Protocol):
         """Every live SQS interface endpoint of the VPC, opted in or not (the caller decides)."""
         ...
 
+    def opted_in_sqs_endpoints(self) -> list[SqsEndpoint]:
+        """Every live SQS interface endpoint of the account's VPCs whose owner opted in for us
+        (wherever our statement for an environment may be, whatever endpoints we hold there)."""
+        ...
+
     def replace_endpoint_policy(self, endpoint_id: str, policy: Mapping[str, Any]) -> None: ...
 
     def endpoint_policy(self, endpoint_id: str) -> dict[str, Any]:
@@ -75,6 +81,19 @@ class EndpointRegistry(Protocol):
 
     def forget(self, endpoint_ids: Sequence[str]) -> None:
         """Drop the records (after EC2 accepted the deletion); unknown ids are ignored."""
+        ...
+
+    def record_intent(self, intent: EndpointIntent) -> None:
+        """Record, before CreateVpcEndpoint, that we are about to create an endpoint; an intent
+        already recorded under the same client token is kept (the earliest one vouches)."""
+        ...
+
+    def lookup_intents(self, client_tokens: Sequence[str]) -> dict[str, EndpointIntent]:
+        """The intents recorded under those client tokens, by token."""
+        ...
+
+    def forget_intents(self, client_tokens: Sequence[str]) -> None:
+        """Drop the intents (once their endpoints are registered); unknown tokens are ignored."""
         ...
 
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mwaa_control.adapters.clients import DESTRUCTIVE_CONFIG, worst_case_seconds
 from mwaa_control.models import PARTITION, ControlScope
+
+# Leases are renewed every lease/5; ensure() must survive at least two missed renewals.
+HEARTBEATS_PER_LEASE = 5
+# The longest destructive EC2 call (Create/Delete/ModifyVpcEndpoint with its retries), plus a second
+# between Lease.ensure() and sending it: ensure() refuses once less than this is left of the lease.
+LEASE_SAFETY_MARGIN_SECONDS = worst_case_seconds(DESTRUCTIVE_CONFIG) + 1
 
 
 def partition_of(region: str) -> str:
@@ -36,7 +44,7 @@ class EndpointSettings(BaseModel):
         default=(), description="Shared VPC: the only other accounts whose environments are served"
     )
     # With heartbeats the lease no longer bounds the work, only how long a crashed holder blocks others.
-    lock_lease_seconds: int = Field(default=30, ge=10, le=900)
+    lock_lease_seconds: int = Field(default=45, ge=10, le=900)
     lock_wait_seconds: float = Field(default=60.0, ge=0, le=600)
 
     @model_validator(mode="before")
@@ -56,6 +64,23 @@ class EndpointSettings(BaseModel):
                 f"({self.lock_lease_seconds}), or a crashed holder's lease is never taken over"
             )
         return self
+
+    @model_validator(mode="after")
+    def _margin_outlasts_destructive_calls(self) -> Self:
+        # A destructive call that passed ensure() must end before a waiter can take over (one lease
+        # after our last renewal), and two missed renewals must not yet make ensure() refuse.
+        usable = self.lock_lease_seconds - self.lock_safety_margin_seconds
+        if usable <= 2 * self.lock_lease_seconds / HEARTBEATS_PER_LEASE:
+            minimum = math.ceil(self.lock_safety_margin_seconds * HEARTBEATS_PER_LEASE / (HEARTBEATS_PER_LEASE - 2))
+            raise ValueError(
+                f"LOCK_LEASE_SECONDS ({self.lock_lease_seconds}) is too short: the longest destructive EC2 call "
+                f"takes up to {self.lock_safety_margin_seconds - 1:.0f}s, so the lease must be at least {minimum + 1}s"
+            )
+        return self
+
+    @property
+    def lock_safety_margin_seconds(self) -> float:
+        return LEASE_SAFETY_MARGIN_SECONDS
 
     @property
     def scope(self) -> ControlScope:
@@ -80,6 +105,6 @@ class EndpointSettings(BaseModel):
             participant_account_ids=tuple(
                 a.strip() for a in env.get("PARTICIPANT_ACCOUNT_IDS", "").split(",") if a.strip()
             ),
-            lock_lease_seconds=int(env.get("LOCK_LEASE_SECONDS", "30")),
+            lock_lease_seconds=int(env.get("LOCK_LEASE_SECONDS", "45")),
             lock_wait_seconds=float(env.get("LOCK_WAIT_SECONDS", "60")),
         )

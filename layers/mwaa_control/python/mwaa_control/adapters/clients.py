@@ -18,9 +18,42 @@ RETRY_CONFIG = Config(
     user_agent_appid="mwaa-control",
 )
 
+# For calls made under a lease: EC2's Create/Delete/ModifyVpcEndpoint and the lease's own renewals.
+# A call that passed Lease.ensure() must end before a waiter can take the lease over, so its worst
+# case (worst_case_seconds) bounds the lease's safety margin (EndpointSettings checks the relation).
+DESTRUCTIVE_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 2},
+    connect_timeout=2,
+    read_timeout=5,
+    user_agent_appid="mwaa-control",
+)
 
-def client(service: str, *, region: str | None = None, session: boto3.session.Session | None = None) -> Any:
-    return (session or boto3.session.Session()).client(service, region_name=region, config=RETRY_CONFIG)
+# botocore's standard retry mode sleeps at most min(2**attempt, 20) s between attempts, raised by
+# up to 5 s more when the service sends x-amz-retry-after.
+_STANDARD_MAX_BACKOFF_SECONDS = 20
+_RETRY_AFTER_MAX_ADDITIONAL_SECONDS = 5
+
+
+def worst_case_seconds(config: Config) -> float:
+    """The longest one call with this config can take: every attempt times out on connect and read,
+    with the longest backoff between attempts."""
+    attempts = int((config.retries or {}).get("max_attempts", 3))
+    per_attempt = float(config.connect_timeout) + float(config.read_timeout)
+    backoff = sum(
+        min(2.0**attempt, _STANDARD_MAX_BACKOFF_SECONDS) + _RETRY_AFTER_MAX_ADDITIONAL_SECONDS
+        for attempt in range(attempts - 1)
+    )
+    return attempts * per_attempt + backoff
+
+
+def client(
+    service: str,
+    *,
+    region: str | None = None,
+    session: boto3.session.Session | None = None,
+    config: Config = RETRY_CONFIG,
+) -> Any:
+    return (session or boto3.session.Session()).client(service, region_name=region, config=config)
 
 
 def assumed_session(

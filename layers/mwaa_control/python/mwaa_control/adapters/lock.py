@@ -4,7 +4,7 @@ scoped to 24 hours and to identical parameters, and local emulators ignore it).
 
 The scheme is the DynamoDB Lock Client's, which needs no agreement between callers' clocks: the
 record carries its owner, a record version number (rvn) and the lease duration. The holder renews
-the lease from a heartbeat thread (a new rvn every lease/3, conditional on still being the owner),
+the lease from a heartbeat thread (a new rvn every lease/5, conditional on still being the owner),
 so work may take longer than the lease. A waiter remembers the rvn it finds and takes the record
 over only after seeing that SAME rvn for a full lease on its OWN monotonic clock, with a put
 conditional on that rvn: a live holder always changes it sooner. ``expires_at`` is only for the
@@ -12,6 +12,15 @@ table's TTL to collect records of crashed holders, a day after any lease could m
 
 A holder that could not renew (someone took over, or DynamoDB did not answer for too long) learns
 it from ``Lease.ensure()``, called before every destructive call, and from LeaseLost on exit.
+``ensure()`` passes until ``lease - safety margin`` after the last renewal that got through: a
+waiter cannot take over before one full lease after it, and the margin is sized (settings) to
+outlast the longest destructive call. A failed renewal of any kind (throttling, a timeout, a lost
+connection) is logged and retried at the next beat; the heartbeat only stops when told to or when
+someone else holds the record.
+
+Records of the previous lock format (owner and a wall-clock ``expires_at`` of a 120 s lease; no
+rvn, no lease_seconds) are taken over on that format's terms: once their ``expires_at`` has passed,
+or after watching them unchanged for the old 120 s.
 
 Written by hand: Powertools Idempotency deduplicates identical events, not different events
 (or the polling fallback) racing on the same environment.
@@ -35,9 +44,12 @@ from mwaa_control.observability import logger
 
 # Records of crashed holders stay this long past their lease before TTL collects them.
 TTL_MARGIN_SECONDS = 86_400
-# A lease not renewed for this share of its duration is no longer certainly ours: a waiter that
-# started watching right after our last renewal may take it over one lease later.
-SAFE_SHARE_OF_LEASE = 2 / 3
+# The lease is renewed this many times per lease duration.
+HEARTBEATS_PER_LEASE = 5
+# Default safety margin (share of the lease) when the caller does not size one for its calls.
+DEFAULT_MARGIN_SHARE = 1 / 4
+# The previous lock format's fixed lease (records without lease_seconds).
+PREVIOUS_FORMAT_LEASE_SECONDS = 120.0
 
 
 def _conditional_check_failed(error: ClientError) -> bool:
@@ -64,10 +76,10 @@ class _HeldLease:
         if lost:
             raise LeaseLost(f"lease on {self.key} was lost ({lost}); stopped before changing anything")
         silent = self._lock.monotonic() - renewed_at
-        if silent >= self._lock.lease_seconds * SAFE_SHARE_OF_LEASE:
+        if silent >= self._lock.lease_seconds - self._lock.safety_margin_seconds:
             raise LeaseLost(
                 f"lease on {self.key} could not be renewed for {silent:.1f}s of a {self._lock.lease_seconds}s "
-                "lease; another invocation may hold it now"
+                f"lease (margin {self._lock.safety_margin_seconds:.1f}s); another invocation may hold it soon"
             )
 
     def renewed(self, rvn: str, sent_at: float) -> None:
@@ -86,7 +98,14 @@ class _HeldLease:
     def start_heartbeat(self, beat: Callable[[_HeldLease], None], every: float) -> None:
         def run() -> None:
             while not self._stop.wait(every):
-                beat(self)
+                try:
+                    beat(self)
+                except Exception as error:
+                    # A network error, a timeout or a bug in one beat must not end the heartbeat:
+                    # nothing else renews the lease, and ensure() refuses once it is unsafe.
+                    logger.warning(
+                        "lease renewal failed", extra={"lock_key": self.key, "error": f"{type(error).__name__}"}
+                    )
                 if self.lost:
                     return
 
@@ -109,14 +128,24 @@ class DynamoDbLeaseLock:
         *,
         lease_seconds: float = 30,
         wait_seconds: float = 60.0,
+        safety_margin_seconds: float | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """``clock`` (wall time) only stamps ``expires_at`` for TTL; every decision uses ``monotonic``."""
+        """``clock`` (wall time) stamps ``expires_at`` for TTL and judges records of the previous
+        format; every other decision uses ``monotonic``. ``safety_margin_seconds``: ensure() refuses
+        once less than this is left of the lease (the longest destructive call must fit in it)."""
+        margin = lease_seconds * DEFAULT_MARGIN_SHARE if safety_margin_seconds is None else safety_margin_seconds
+        if margin < 0 or lease_seconds - margin <= 2 * lease_seconds / HEARTBEATS_PER_LEASE:
+            raise ValueError(
+                f"a safety margin of {margin}s leaves too little of a {lease_seconds}s lease: ensure() would "
+                "refuse after fewer than two missed renewals"
+            )
         self._dynamodb = dynamodb
         self._table = table_name
         self.lease_seconds = lease_seconds
+        self.safety_margin_seconds = margin
         self._wait = wait_seconds
         self._clock = clock
         self.monotonic = monotonic
@@ -188,6 +217,8 @@ class DynamoDbLeaseLock:
             # Transient: try again at the next beat; ensure() refuses once the lease is unsafe.
             logger.warning("lease renewal failed", extra={"lock_key": lease.key, "error": str(error)})
             return
+        # Any other exception (EndpointConnectionError, ReadTimeoutError, ...) propagates to the
+        # heartbeat loop, which logs it and beats again.
         lease.renewed(rvn, sent_at)
 
     def _release(self, lease: _HeldLease) -> None:
@@ -223,7 +254,7 @@ class DynamoDbLeaseLock:
             version = (current.get("rvn"), current.get("owner"))
             if version != watched:
                 watched, watched_since = version, sent_at
-            elif sent_at - watched_since >= float(current.get("lease_seconds", {}).get("N", self.lease_seconds)):
+            if self._previous_format_expired(current) or sent_at - watched_since >= self._lease_of(current):
                 rvn = self._take_over(key, owner, current)
                 if rvn is not None:
                     logger.warning("took over the lease of a holder that stopped renewing", extra={"lock_key": key})
@@ -235,10 +266,24 @@ class DynamoDbLeaseLock:
             delay = min(delay * 2, 1.0)
         return _HeldLease(key, owner, rvn, sent_at, self)
 
+    def _lease_of(self, record: dict[str, Any]) -> float:
+        """How long to watch the record unchanged before taking it over: its own lease; for a record
+        of the previous format (no lease_seconds), that format's 120 s (or ours, if longer)."""
+        if "lease_seconds" in record:
+            return float(record["lease_seconds"]["N"])
+        return max(PREVIOUS_FORMAT_LEASE_SECONDS, float(self.lease_seconds))
+
+    def _previous_format_expired(self, record: dict[str, Any]) -> bool:
+        """A record of the previous format is free once its wall-clock expiry passed: that format's
+        own rule (its holders stopped at expires_at without renewing)."""
+        if "lease_seconds" in record or "rvn" in record or "expires_at" not in record:
+            return False
+        return float(record["expires_at"]["N"]) < self._clock()
+
     @contextmanager
     def hold(self, key: str) -> Iterator[_HeldLease]:
         lease = self._acquire(key)
-        lease.start_heartbeat(self._renew, self.lease_seconds / 3)
+        lease.start_heartbeat(self._renew, self.lease_seconds / HEARTBEATS_PER_LEASE)
         try:
             yield lease
         finally:

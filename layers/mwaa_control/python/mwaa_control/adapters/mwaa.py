@@ -59,12 +59,13 @@ class MwaaDirectory:
             raise
         return Environment.model_validate(response["Environment"])
 
-    def list_environments(self) -> Iterator[EnvironmentRef]:
-        """This account's environments and, in the shared-VPC layout, every participant's."""
-        for account in self._scope.accounts:
-            paginator = self._client_for(account, self._scope.region).get_paginator("list_environments")
+    def list_environments(self, account: str | None = None) -> Iterator[EnvironmentRef]:
+        """One served account's environments, or (None) this account's and every participant's.
+        Callers that must survive one broken participant list one account at a time."""
+        for listed in (account,) if account else self._scope.accounts:
+            paginator = self._client_for(listed, self._scope.region).get_paginator("list_environments")
             for page in paginator.paginate(PaginationConfig={"PageSize": 25}):
                 for name in page.get("Environments", []):
                     yield EnvironmentRef(
-                        account=account, region=self._scope.region, name=name, partition=self._scope.partition
+                        account=listed, region=self._scope.region, name=name, partition=self._scope.partition
                     )
