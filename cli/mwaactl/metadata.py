@@ -123,6 +123,31 @@ def restore(
     fernet_key_env: FernetEnv = "AIRFLOW__CORE__FERNET_KEY",
     source_environment: SourceEnvironment = None,
     allow_unauthenticated: AllowUnauthenticated = False,
+    accept_unverifiable_fernet_key: Annotated[
+        bool,
+        typer.Option(
+            "--accept-unverifiable-fernet-key",
+            help="restore secrets although the target holds no encrypted value that proves the Fernet key is its "
+            "own (a new environment). A wrong key makes them unreadable: --repair-secrets with the right key "
+            "rewrites them.",
+        ),
+    ] = False,
+    repair_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--repair-secrets",
+            help="the backup was restored under a wrong Fernet key: rewrite the secrets of the rows it restored "
+            "(variables, connections, trigger kwargs) from the backup under the given key. Nothing else changes.",
+        ),
+    ] = False,
+    trust_trigger_module: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust-trigger-module",
+            help="a module whose trigger classes may be restored besides Airflow's and providers' own "
+            "(repeatable); the triggerer imports and calls them",
+        ),
+    ] = None,
     region: Region = None,
 ) -> None:
     """Restore a backup into a migrated Airflow database of the same version: all or nothing, and
@@ -142,6 +167,9 @@ def restore(
                 target_fernet_key=os.environ.get(fernet_key_env),
                 source_environment=source,
                 allow_unauthenticated=allow_unauthenticated,
+                accept_unverifiable_fernet_key=accept_unverifiable_fernet_key,
+                repair_secrets=repair_secrets,
+                trusted_trigger_prefixes=tuple(trust_trigger_module or ()),
             )
         )
     except MetadataError as error:
@@ -152,8 +180,14 @@ def restore(
         f"{report.status} {chosen}: {inserted} rows inserted, {matched} matched existing rows, "
         f"{report.reencrypted_values} secrets re-encrypted"
     )
+    if report.fernet_key_verified is False:
+        errors.print("[yellow]Fernet key NOT VERIFIED:[/yellow] the target held no encrypted value to prove it")
+    for note in report.notes:
+        console.print(f"note: {note}", soft_wrap=True)
     if not report.authenticated:
         errors.print(f"[red]NOT AUTHENTICATED:[/red] {'; '.join(report.problems)}", soft_wrap=True)
+    elif report.problems:
+        errors.print(f"[yellow]problems:[/yellow] {'; '.join(report.problems)}", soft_wrap=True)
 
 
 @metadata.command("verify")
@@ -207,15 +241,15 @@ def list_(
     kms_key_id: KmsKey = None,
     region: Region = None,
 ) -> None:
-    """List complete backups (those with a manifest), oldest first, and whether each is
-    authenticated (checked only with --kms-key-id: one KMS call per backup)."""
+    """List complete backups (those with a manifest), oldest first, and whether each verifies:
+    "verified" (authenticated), "damaged" (truncated or unparsable manifest, no manifest.mac, MAC
+    mismatch, KMS refusing or failing: never restored) or "not checked" (no --kms-key-id; one KMS
+    call per backup)."""
     try:
         backups = list_backups(_store(from_, None, region), environment, _keys(kms_key_id, region))
     except MetadataError as error:
         _fail(error)
-    table = Table(
-        "environment", "backup id", "created", "airflow", "tables", "rows", "bytes", "in flight", "authenticated"
-    )
+    table = Table("environment", "backup id", "created", "airflow", "tables", "rows", "bytes", "in flight", "status")
     for item in backups:
         table.add_row(
             item.environment,
@@ -226,9 +260,13 @@ def list_(
             str(item.rows),
             str(item.bytes),
             str(item.in_flight),
-            {True: "yes", False: "[red]NO[/red]", None: "not checked"}[item.authenticated],
+            {"verified": "[green]verified[/green]", "damaged": "[red]damaged[/red]"}.get(item.status, item.status),
         )
     console.print(table)
+    counts = {
+        status: sum(1 for b in backups if b.status == status) for status in ("verified", "damaged", "not checked")
+    }
+    console.print(f"{len(backups)} backups: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n))
     for item in backups:
         if item.authenticated is not True:
-            console.print(f"{item.environment}/{item.backup_id}: {item.authentication}", soft_wrap=True)
+            console.print(f"{item.environment}/{item.backup_id}: {item.status}: {item.authentication}", soft_wrap=True)

@@ -947,6 +947,48 @@ class Seeder:
         return result
 
 
+class TargetSeeder(Seeder):
+    """What a NEW environment's database holds before anything is restored into it: its DAG
+    processor parsed the same DAG files (DAGs, serialised DAGs, datasets) after registering a
+    dataset of its own first, so every dataset id differs from the source's; its scheduler runs
+    (a job); operators made a pool and a connection, encrypted under this environment's key. No
+    variable: the key check must not depend on one."""
+
+    TARGET_DATASET = "s3://target-only/registered-first"
+
+    def run(self) -> dict[str, Any]:
+        from airflow.jobs.job import Job
+        from airflow.models import Connection, Pool
+        from airflow.models.dataset import DatasetModel
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            session.add(DatasetModel(uri=self.TARGET_DATASET, extra={"owner": "target ☃"}))
+            session.commit()
+        with create_session() as session:
+            self.parse_and_sync(session)
+        with create_session() as session:
+            pool_kwargs: dict[str, Any] = {"include_deferred": False} if self.version_tuple >= (2, 7) else {}
+            session.add(Pool(pool="target_pool", slots=2, description="the target's own pool", **pool_kwargs))
+            session.add(
+                Connection(
+                    conn_id="target_conn",
+                    conn_type="http",
+                    host="target.example.com",
+                    password=secret(20, "target-conn-password", "connection", "password", "target_conn"),
+                )
+            )
+            session.add(
+                Job(job_type="SchedulerJob", state="running", hostname="target-scheduler", start_date=at(2026, 1, 1))
+            )
+            session.commit()
+            connection = session.query(Connection).filter(Connection.conn_id == "target_conn").one()
+            if not connection.is_encrypted:
+                raise RuntimeError("the target's connection password is not stored encrypted")
+            datasets = [uri for (uri,) in session.query(DatasetModel.uri).order_by(DatasetModel.id)]
+        return {"airflow_version": self.version, "datasets": datasets, "target_dataset": self.TARGET_DATASET}
+
+
 def main() -> None:
     # Quiet, before Airflow reads its configuration.
     warnings.simplefilter("ignore")
@@ -958,7 +1000,8 @@ def main() -> None:
     sink = os.dup(2) if verbose else os.open(os.devnull, os.O_WRONLY)
     os.dup2(sink, 1)  # Airflow's console logging and dag.test()'s task output
     started = time.monotonic()
-    result = Seeder().run()
+    # `--target`: a new environment's own rows, before a restore into it (TargetSeeder).
+    result = TargetSeeder().run() if "--target" in sys.argv[1:] else Seeder().run()
     result["seconds"] = round(time.monotonic() - started, 1)
     sys.stdout.flush()
     real_stdout.write(json.dumps(result, ensure_ascii=False, sort_keys=True) + "\n")

@@ -5,7 +5,7 @@ writes them."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +188,36 @@ def test_a_key_with_a_null_part_matches_nothing() -> None:
     existing = pa.table({"dag_id": ["a", "a"], "logical_date": [None, "2024"]})
     assert _key_in(batch, ("dag_id", "logical_date"), existing).to_pylist() == [False, True]
     assert _key_in(batch, ("logical_date",), existing).to_pylist() == [False, True]
+
+
+def test_drain_never_sleeps_past_its_timeout(templates: Templates, tmp_path: Path, kms: Any) -> None:
+    """A 3-second drain polling every 15 seconds waits 3 seconds, not 15 (it took 16)."""
+    env = make_env(templates.v211, tmp_path, "src", kms)
+    populate(env, running=True)
+    now = [datetime(2026, 11, 21, tzinfo=UTC)]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += timedelta(seconds=seconds)
+
+    with pytest.raises(DrainTimeout):
+        BackupEngine(open_database(env.url), env.store).backup(
+            BackupRequest(
+                "etl-prod", env.keys, env.fernet, drain=Drain(timeout=3, poll=15), sleep=sleep, clock=lambda: now[0]
+            )
+        )
+    assert waits == [3]
+
+
+def test_the_manifest_records_the_airflow_versions_of_the_schema(
+    templates: Templates, tmp_path: Path, kms: Any
+) -> None:
+    """Without --airflow-version, the releases sharing the database's schema revision."""
+    for template, expected in ((templates.v211, ">=2.10.3,<3.0.0"), (templates.v292, ">=2.9.2,<2.10.0")):
+        env = make_env(template, tmp_path, template.parent.name, kms)
+        populate(env)
+        manifest = BackupEngine(open_database(env.url), env.store).backup(
+            BackupRequest("etl-prod", env.keys, env.fernet)
+        )
+        assert (manifest.airflow_version, manifest.airflow_version_source) == (expected, "schema revision")

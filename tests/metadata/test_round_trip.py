@@ -5,6 +5,7 @@ pools, paused and active DAGs, notes by web users) and restored under a differen
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from moto import mock_aws
 
-from localcloud.airflow.backend import AirflowBackend
+from localcloud.airflow.backend import SEEDER, AirflowBackend
 from localcloud.postgres import PostgresServer
 from mwaa_control.metadata.backup import BackupEngine, BackupRequest
 from mwaa_control.metadata.catalog import Role
@@ -67,6 +68,8 @@ class RoundTrip:
     after_second: dict[str, list[dict[str, Any]]]
     verified: VerifyReport
     backup_verified: VerifyReport
+    target_seeded: dict[str, Any]
+    corrupted: VerifyReport
     source_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -80,6 +83,44 @@ def _url(backend_home: Path, dialect: str, postgres: PostgresServer | None, name
 def _engine_url(backend: AirflowBackend) -> str:
     url = backend.db_url or f"sqlite:///{backend.home / 'airflow.db'}"
     return url.replace("postgresql+psycopg2://", "postgresql+psycopg://")
+
+
+def _seed_target(target: AirflowBackend) -> dict[str, Any]:
+    """The target as a new environment holds it before a restore (seed_metadata.py --target): its
+    DAG processor's datasets (one of its own registered first: every id differs from the
+    source's), its scheduler job, a pool and a connection encrypted under its Fernet key."""
+    target.ensure_ready()
+    done = target._run([str(target.venv / "bin" / "python"), str(SEEDER), "--target"], timeout=600)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    seeded: dict[str, Any] = json.loads(lines[-1])
+    return seeded
+
+
+@contextlib.contextmanager
+def _wrong_dataset(url: str) -> Iterator[None]:
+    """One restored dataset event pointed at another dataset, for as long as the block runs."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            row = connection.execute(sa.text("SELECT id, dataset_id FROM dataset_event ORDER BY id")).first()
+            assert row is not None, "the seed records dataset events"
+            event, dataset = row
+            other = connection.execute(
+                sa.text("SELECT MIN(id) FROM dataset WHERE id <> :dataset"), {"dataset": dataset}
+            ).scalar_one()
+            connection.execute(
+                sa.text("UPDATE dataset_event SET dataset_id = :other WHERE id = :event"),
+                {"other": other, "event": event},
+            )
+        yield
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("UPDATE dataset_event SET dataset_id = :dataset WHERE id = :event"),
+                {"dataset": dataset, "event": event},
+            )
+    finally:
+        engine.dispose()
 
 
 def _dump(url: str, tables: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -100,7 +141,7 @@ def trip(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     target = AirflowBackend(target_home, release=release, db_url=_url(target_home, dialect, postgres, f"dst_{tag}"))
     assert source.fernet_key != target.fernet_key
     seeded = source.seed_metadata()
-    target.ensure_ready()
+    target_seeded = _seed_target(target)
     store = LocalStore(tmp_path_factory.mktemp("backups"))
     with mock_aws():
         kms = boto3.client("kms", region_name="us-east-1")
@@ -134,6 +175,8 @@ def trip(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         after_second = _dump(_engine_url(target), tables)
         verified = verify_restore(target_db, store, "etl-prod", manifest.backup_id, target.fernet_key)
         backup_verified = verify_backup(store, "etl-prod", manifest.backup_id)
+        with _wrong_dataset(_engine_url(target)):
+            corrupted = verify_restore(target_db, store, "etl-prod", manifest.backup_id, target.fernet_key)
     yield RoundTrip(
         release,
         dialect,
@@ -152,6 +195,8 @@ def trip(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         after_second,
         verified,
         backup_verified,
+        target_seeded,
+        corrupted,
         _dump(_engine_url(source), sorted(manifest.tables)),
     )
 
@@ -307,3 +352,43 @@ def test_monthly_dag_performance_query_over_the_backup(trip: RoundTrip) -> None:
     for (_, previous), (_, current) in itertools.pairwise(monthly):
         assert current["prev_month_avg_duration"] == pytest.approx(previous["avg_duration"])
         assert current["var_duration"] == pytest.approx(current["avg_duration"] - previous["avg_duration"])
+
+
+def test_the_target_already_held_rows_and_keeps_them(trip: RoundTrip) -> None:
+    """Not an empty database: datasets its DAG processor registered (one of its own first, so the
+    ids differ), its scheduler job, its pool and its encrypted connection, all still there."""
+    before = trip.before
+    assert trip.target_seeded["datasets"][0] == trip.target_seeded["target_dataset"]
+    assert {"target_pool"} <= {p["pool"] for p in before["slot_pool"]}
+    assert any(j["hostname"] == "target-scheduler" for j in before["job"])
+    assert any(c["conn_id"] == "target_conn" and c["is_encrypted"] for c in before["connection"])
+    source_ids = {d["uri"]: d["id"] for d in trip.source_rows["dataset"]}
+    target_ids = {d["uri"]: d["id"] for d in before["dataset"]}
+    shared = set(source_ids) & set(target_ids)
+    assert shared and all(source_ids[u] != target_ids[u] for u in shared), "the ids must differ to test anything"
+    for table in ("dataset", "slot_pool", "job", "connection"):
+        kept = {
+            json.dumps(r, sort_keys=True, default=repr) for r in decrypt(before[table], table, trip.target.fernet_key)
+        }
+        after = decrypt(trip.after_restore[table], table, trip.target.fernet_key)
+        now = {json.dumps(r, sort_keys=True, default=repr) for r in after}
+        if table != "dataset":  # the backup's extra wins on the datasets both had
+            assert kept <= now, table
+    assert trip.report.fernet_key_verified is True
+
+
+def test_dataset_events_keep_their_datasets(trip: RoundTrip) -> None:
+    def events(rows: dict[str, list[dict[str, Any]]]) -> list[tuple[Any, ...]]:
+        uris = {d["id"]: d["uri"] for d in rows["dataset"]}
+        return sorted(
+            (uris.get(e["dataset_id"]), e["source_dag_id"], e["source_run_id"], e["timestamp"].isoformat())
+            for e in rows["dataset_event"]
+        )
+
+    assert events(trip.source_rows) and events(trip.after_restore) == events(trip.source_rows)
+
+
+def test_a_link_to_the_wrong_row_fails_verification(trip: RoundTrip) -> None:
+    assert trip.verified.ok
+    assert not trip.corrupted.ok
+    assert any(p.startswith("dataset_event:") for p in trip.corrupted.problems), trip.corrupted.problems

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from queue import Queue
 
@@ -33,11 +33,13 @@ from mwaa_control.metadata.database import CSV_BLOCK, MAX_CSV_BLOCK, Database, R
 from mwaa_control.metadata.errors import DrainTimeout, MetadataError
 from mwaa_control.metadata.manifest import (
     PAUSE_STATES,
+    RESTORE_LEDGER_EVENT,
     ColumnEntry,
     FileEntry,
     InFlightTask,
     Manifest,
     TableEntry,
+    airflow_versions_of,
     backup_prefix,
     new_backup_id,
 )
@@ -90,6 +92,9 @@ class BackupRequest:
 def _own_dag_filter(table: Table, schema: Schema) -> tuple[str, list[str]]:
     clauses: list[str] = []
     params: list[str] = []
+    if table.name == "log" and table.has("event"):
+        clauses.append("(event IS NULL OR event <> ?)")
+        params.append(RESTORE_LEDGER_EVENT)
     if table.has("dag_id"):
         clauses.append("(dag_id IS NULL OR dag_id NOT LIKE ? ESCAPE '\\')")
         params.append(OWN_DAGS)
@@ -184,13 +189,15 @@ class BackupEngine:
             "UPDATE dag SET is_paused = ? WHERE dag_id NOT LIKE ? ESCAPE '\\'",
             (True, OWN_DAGS),
         )
-        deadline = time.monotonic() + request.drain.timeout
+        # The request's clock, not time.monotonic(): the same clock the sleeps advance in tests.
+        deadline = request.clock() + timedelta(seconds=request.drain.timeout)
         while True:
             with self.database.snapshot() as reader:
                 busy = [t for t in _in_flight(reader) if t.state in BUSY]
             if not busy:
                 return
-            if time.monotonic() >= deadline:
+            remaining = (deadline - request.clock()).total_seconds()
+            if remaining <= 0:
                 if request.drain.on_timeout == "proceed":
                     log.warning("drain timed out with %d task instances running or queued; proceeding", len(busy))
                     return
@@ -198,7 +205,8 @@ class BackupEngine:
                     f"{len(busy)} task instances still running or queued after {request.drain.timeout:.0f}s "
                     f"(first: {busy[0].dag_id}/{busy[0].run_id}/{busy[0].task_id}); pause states were put back"
                 )
-            request.sleep(request.drain.poll)
+            # Never past the deadline: a 3-second drain polling every 15 seconds waits 3 seconds.
+            request.sleep(min(request.drain.poll, remaining))
 
     def _restore_pause_states(self, states: dict[str, bool]) -> None:
         for paused in (True, False):
@@ -262,7 +270,8 @@ class BackupEngine:
             backup_id=backup_id,
             environment=request.environment,
             created_at=request.clock(),
-            airflow_version=request.airflow_version,
+            airflow_version=request.airflow_version or airflow_versions_of(schema.revision),
+            airflow_version_source="operator" if request.airflow_version else "schema revision",
             schema_revision=schema.revision,
             source_dialect=schema.dialect,
             tables=tables,

@@ -11,6 +11,40 @@ FORMAT = "mwaa-control-metadata/1"
 MANIFEST = "manifest.json"
 MANIFEST_MAC = "manifest.mac"
 PAUSE_STATES = "pause-states.json"
+RESTORE_LEDGER_EVENT = "mwaa-control:restore"
+"""The audit-log event a restore records itself with. Never exported: a backup of an environment
+that was itself restored would carry it, and restoring that backup would plant a ledger entry
+claiming the earlier backup was restored into the new target."""
+
+
+# Airflow's own map of the release that made each schema revision the head (airflow.utils.db.
+# _REVISION_HEADS_MAP of 2.11 and 3.3): a database knows its revision, not the release that wrote
+# it, and several releases share a revision, so the manifest records the range they span.
+REVISION_HEADS = (
+    ("2.7.0", "405de8318b3a"),
+    ("2.8.0", "10b52ebd31f7"),
+    ("2.8.1", "88344c1d9134"),
+    ("2.9.0", "1949afb29106"),
+    ("2.9.2", "686269002441"),
+    ("2.10.0", "22ed7efa9da2"),
+    ("2.10.3", "5f2621c13b39"),
+    ("3.0.0", "29ce7909c52b"),
+    ("3.0.3", "fe199e1abd77"),
+    ("3.1.0", "cc92b33c6709"),
+    ("3.1.8", "509b94a1042d"),
+    ("3.2.0", "1d6611b6ab7c"),
+    ("3.3.0", "d2f4e1b3c5a7"),
+)
+
+
+def airflow_versions_of(revision: str | None) -> str | None:
+    """The releases whose schema is `revision`, as a version specifier (">=2.9.2,<2.10.0"); None
+    for a revision not in the map (a newer release: the manifest then says only the revision)."""
+    for index, (version, head) in enumerate(REVISION_HEADS):
+        if head == revision:
+            following = REVISION_HEADS[index + 1][0] if index + 1 < len(REVISION_HEADS) else None
+            return f">={version},<{following}" if following else f">={version}"
+    return None
 
 
 def new_backup_id(now: datetime | None = None) -> str:
@@ -68,6 +102,9 @@ class Manifest(BaseModel):
     environment: str
     created_at: datetime
     airflow_version: str | None
+    airflow_version_source: str = "operator"
+    """"operator" (--airflow-version) or "schema revision" (the releases sharing the database's
+    alembic revision, as a specifier such as ">=2.9.2,<2.10.0")."""
     schema_revision: str | None
     source_dialect: str
     tables: dict[str, TableEntry]
@@ -92,6 +129,9 @@ class TableRestore(BaseModel):
     matched: int = 0
     updated: int = 0
     detached_references: int = 0
+    detached_columns: dict[str, int] = Field(default_factory=dict)
+    """Per column: references to tables that are not restored (web users, Airflow 3's DAG
+    versions), cleared. A restored run or task instance loses its DAG version link this way."""
     id_offset: int | None = None
     reused_ids: dict[int, int] = Field(default_factory=dict)
 
@@ -110,6 +150,13 @@ class RestoreReport(BaseModel):
     tables: list[TableRestore]
     reencrypted_values: int
     verified: bool
+    """Counts and meaning (every reference resolved to the natural key of the row it points at)
+    checked against the backup inside the transaction, before commit."""
+    fernet_key_verified: bool | None = None
+    """True: the target Fernet key decrypted every encrypted value the target held. False: the
+    target held none, and the operator accepted a key nothing could prove. None: no key needed."""
+    notes: list[str] = Field(default_factory=list)
+    """What a restore cannot bring back, said once (cleared links to tables that are not restored)."""
     authenticated: bool = False
     """True when the manifest's MAC checked out under the data key KMS unwrapped for the source
     environment and backup id; False only when the operator allowed an unauthenticated backup."""

@@ -8,11 +8,24 @@ file is checked against the manifest, and every pickled value against the restri
   rows, such as the new environment's scheduler jobs, keep theirs), and every reference to them,
   declared or soft, is rewritten the same way;
 - a row whose natural key already exists in the target is matched to the existing row instead
-  (configuration: the backup's values win; history: the target's row is kept);
+  (configuration: the backup's values win; history: the target's row is kept); a table without
+  natural key (jobs, triggers, the audit log, dataset events) is matched by a content fingerprint
+  (catalog.FINGERPRINTS), so two overlapping backups restored into one database converge;
 - sealed secrets are unsealed and encrypted with the target's Fernet key;
 - references to tables that are not restored (web UI users) are set to NULL.
-Before commit, the counts are checked against the manifest, and an audit log row records the
-backup id: a second restore of the same backup finds it and changes nothing.
+Before commit, the counts are checked against the manifest and the restored rows against what the
+backup's rows MEAN (every reference resolved to the natural key of the row it points at: a dataset
+event's dataset URI, a run's creating job); any difference rolls everything back. An audit log row
+records the backup id and a fingerprint of the Fernet key: a second restore of the same backup
+finds it and changes nothing.
+
+The target's Fernet key is checked against every encrypted value the target holds. A new
+environment may hold none: then the restore refuses unless the operator accepts an unverifiable
+key, and if that key was wrong, `repair_secrets` with the right one rewrites the secrets of the rows
+the backup restored (found by natural key or fingerprint) from the backup. We chose an explicit
+repair over re-encrypting on any rerun with a different key: a rerun must not silently overwrite
+secrets an operator has changed since, and the ledger's key fingerprint tells a rerun that the key
+differs, so the report can point at the repair.
 """
 
 from __future__ import annotations
@@ -22,10 +35,13 @@ import json
 import logging
 import re
 import secrets
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from dataclasses import replace as replaced
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,12 +50,22 @@ from cryptography.fernet import InvalidToken, MultiFernet
 
 from mwaa_control.metadata import pickles
 from mwaa_control.metadata.authentication import OpenedBackup, open_backup
-from mwaa_control.metadata.catalog import Role
-from mwaa_control.metadata.database import Database, Writer, offset_ids, python_column, quote, to_sqlite
+from mwaa_control.metadata.catalog import Role, SealedColumn
+from mwaa_control.metadata.database import (
+    Database,
+    Reader,
+    Writer,
+    offset_ids,
+    parquet_batches,
+    python_column,
+    quote,
+    to_sqlite,
+)
 from mwaa_control.metadata.errors import BackupCorrupt, RestoreRefused, SchemaMismatch
-from mwaa_control.metadata.manifest import Manifest, RestoreReport, TableRestore
+from mwaa_control.metadata.executable_content import check_executable_content
+from mwaa_control.metadata.manifest import RESTORE_LEDGER_EVENT, Manifest, RestoreReport, TableRestore
 from mwaa_control.metadata.memory import with_lean_arrow_memory
-from mwaa_control.metadata.schema import ARROW_TYPES, Kind, Schema, Table
+from mwaa_control.metadata.schema import ARROW_TYPES, Kind, Schema, Table, canonical, fingerprints
 from mwaa_control.metadata.sealing import PREFIX as SEALED_PREFIX
 from mwaa_control.metadata.sealing import KeyService, Sealer, fernet_from
 from mwaa_control.metadata.store import BackupStore, scratch_dir
@@ -48,7 +74,9 @@ log = logging.getLogger(__name__)
 
 BATCH_ROWS = 16_384  # rows per Arrow batch: bounds memory; COPY streams them into one statement
 
-LEDGER_EVENT = "mwaa-control:restore"
+LEDGER_EVENT = RESTORE_LEDGER_EVENT
+FINGERPRINT = "__fingerprint"
+TARGET_ID = "__target_id"
 TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 RESTORED_ROLES = {Role.HISTORY, Role.CONFIGURATION}
 
@@ -69,6 +97,17 @@ class RestoreRequest:
     allow_unauthenticated: bool = False
     """Restore a backup that cannot be authenticated (no manifest.mac: made without a KMS key, or
     by an older version). A backup whose authentication FAILS is refused whatever this says."""
+    accept_unverifiable_fernet_key: bool = False
+    """The target holds no encrypted value to prove the given Fernet key is its own (a new
+    environment): restore anyway. The report says the key was not verified. A wrong key makes
+    every restored secret unreadable; `repair_secrets` with the right key then rewrites them."""
+    trusted_trigger_prefixes: tuple[str, ...] = ()
+    """Modules whose trigger classes may be restored besides Airflow's and providers' own
+    (`airflow[.providers.*].triggers.*.<Name>Trigger`): the triggerer imports and calls them."""
+    repair_secrets: bool = False
+    """The backup was restored already (the ledger says so), under a wrong Fernet key: rewrite the
+    secrets of the rows it restored (variables, connection passwords and extras, trigger kwargs)
+    from the backup, encrypted with the given key. Nothing else is touched."""
 
     @property
     def source(self) -> str:
@@ -140,8 +179,6 @@ class RestoreEngine:
                 raise RestoreRefused("the backup holds sealed secrets: give the KMS key access to unseal them")
             if fernet is None:
                 raise RestoreRefused("the backup holds secrets: give the target environment's Fernet key")
-        if fernet is not None:
-            self._check_target_key(fernet)
         missing = [t for t, e in manifest.tables.items() if Role(e.role) in RESTORED_ROLES and t not in schema.tables]
         if missing:
             raise SchemaMismatch(f"the target has no table {', '.join(missing)} (nothing was changed)")
@@ -151,7 +188,18 @@ class RestoreEngine:
             for table in schema.ordered(RESTORED_ROLES):
                 if table.name in files:
                     pickles.check_table(table, files[table.name])
-            report = self._restore(request, opened, schema, files, sealer, fernet, restore_id, started)
+            check_executable_content(files, trusted_trigger_prefixes=request.trusted_trigger_prefixes)
+            key_verified = self._verify_target_key(request, schema, files, fernet, bool(manifest.sealed_values))
+            if request.repair_secrets:
+                report = self._repair(request, opened, schema, files, sealer, fernet, restore_id, started)
+            else:
+                report = self._restore(request, opened, schema, files, sealer, fernet, restore_id, started)
+            report.fernet_key_verified = key_verified
+            if key_verified is False and manifest.sealed_values:
+                report.problems.append(
+                    "the target Fernet key was not verifiable (the target held no encrypted value): accepted by the "
+                    "operator; if restored secrets do not decrypt, re-run with the right key and repair_secrets"
+                )
         self.store.put_bytes(f"{opened.prefix}/restores/{restore_id}.json", report.model_dump_json(indent=2).encode())
         return report
 
@@ -172,15 +220,34 @@ class RestoreEngine:
         reencrypted = [0]
         with self.database.transaction() as writer:
             writer.lock([t.name for t in tables])
-            if self._already_restored(writer, manifest.backup_id, opened.environment):
+            earlier = self._already_restored(writer, manifest.backup_id, opened.environment)
+            if earlier is not None:
                 status = "already-restored"
-                return _report(request, opened, restore_id, status, started, request.clock(), [], 0)
+                report = _report(request, opened, restore_id, status, started, request.clock(), [], 0)
+                recorded = earlier.get("fernet_fingerprint")
+                if fernet is not None and recorded and recorded != fernet_fingerprint(request.target_fernet_key):
+                    report.problems.append(
+                        "this backup was restored under another Fernet key than the one given: if its secrets do not "
+                        "decrypt, re-run with repair_secrets (--repair-secrets) to rewrite them under this key"
+                    )
+                return report
             before = {t.name: self._count(writer, t.name) for t in tables}
             maps: dict[str, IdMap] = {}
             referenced = {r.parent for t in tables for r in t.references}
+            matched: dict[str, set[int]] = {}
             for table in tables:
                 result = self._restore_table(
-                    writer, table, schema, files[table.name], manifest, maps, referenced, sealer, fernet, reencrypted
+                    writer,
+                    table,
+                    schema,
+                    files[table.name],
+                    manifest,
+                    maps,
+                    referenced,
+                    sealer,
+                    fernet,
+                    reencrypted,
+                    matched.setdefault(table.name, set()),
                 )
                 results.append(result)
                 if request.after_table:
@@ -188,41 +255,196 @@ class RestoreEngine:
             problems = self._check(writer, tables, before, results)
             if problems:
                 raise RestoreRefused("restore does not add up, rolled back: " + "; ".join(problems))
-            self._record(writer, manifest, restore_id, request.clock(), request.environment)
-        return _report(request, opened, restore_id, "restored", started, request.clock(), results, reencrypted[0])
-
-    def _check_target_key(self, fernet: MultiFernet) -> None:
-        """The key must open the target's own secrets: a wrong key would make every restored secret
-        unreadable, and the ledger would then stop a corrected re-run."""
-        with self.database.snapshot() as reader:
-            rows = reader.query("SELECT key, val FROM variable WHERE is_encrypted = ?", (True,))
-        for key, value in rows[:20]:
-            try:
-                fernet.decrypt(str(value).encode())
-            except InvalidToken:
+            # Meaning, not counts: every restored row's references resolve to the rows the backup's
+            # did (a dataset event to its dataset's URI), read back inside this transaction.
+            problems = meaning_problems(cast("Reader", writer), schema, files, tables, skip_links=matched)
+            if problems:
                 raise RestoreRefused(
-                    f"the given Fernet key does not decrypt the target's variable {key!r}: is it the target "
-                    "environment's key? (nothing was changed)"
+                    "the restored rows do not mean what the backup's do, rolled back: " + "; ".join(problems)
+                )
+            self._record(writer, manifest, restore_id, request.clock(), request.environment, request.target_fernet_key)
+        report = _report(request, opened, restore_id, "restored", started, request.clock(), results, reencrypted[0])
+        report.notes = [
+            _detached_note(schema, r.table, column, count)
+            for r in results
+            for column, count in sorted(r.detached_columns.items())
+        ]
+        return report
+
+    def _repair(
+        self,
+        request: RestoreRequest,
+        opened: OpenedBackup,
+        schema: Schema,
+        files: dict[str, Path],
+        sealer: Sealer | None,
+        fernet: MultiFernet | None,
+        restore_id: str,
+        started: datetime,
+    ) -> RestoreReport:
+        """Rewrite the secrets of the rows this backup restored, from the backup, under the given
+        key: the way back from a restore under a wrong (unverifiable) key. Rows are found by their
+        natural key (variable key, conn_id) or fingerprint (a trigger's classpath and creation)."""
+        manifest = opened.manifest
+        if sealer is None or fernet is None:
+            raise RestoreRefused("repair_secrets needs the backup's sealed secrets, its KMS key and the target's key")
+        tables = [t for t in schema.ordered(RESTORED_ROLES) if t.name in files and t.sealed]
+        rewritten = [0]
+        results: list[TableRestore] = []
+        with self.database.transaction() as writer:
+            writer.lock([t.name for t in tables])
+            if self._already_restored(writer, manifest.backup_id, opened.environment) is None:
+                raise RestoreRefused(
+                    f"repair_secrets rewrites the secrets of a restored backup; {manifest.backup_id} was never "
+                    "restored into this database: restore it without repair_secrets (nothing was changed)"
+                )
+            for table in tables:
+                key = table.identities[0] if table.identities else (table.fingerprint or ())
+                fernet_columns = [s for s in table.sealed if s.flag is not None or s.detect_fernet]
+                if not key or not fernet_columns:
+                    continue
+                result = TableRestore(
+                    table=table.name, role=table.role.value, in_backup=manifest.tables[table.name].rows
+                )
+                columns = [c for s in fernet_columns for c in (s.column, s.flag) if c is not None]
+                sets = ", ".join(f"{quote(c)} = ?" for c in columns)
+                where = " AND ".join(f"{quote(c)} = ?" for c in key)
+                statement = f"UPDATE {quote(table.name)} SET {sets} WHERE {where}"  # noqa: S608
+                for stored in parquet_batches(files[table.name], BATCH_ROWS):
+                    batch = self._reencrypt(stored, table, sealer, fernet, rewritten)
+                    values = [
+                        _to_param(table, c, batch.column(c).to_pylist(), self.database.dialect)
+                        for c in [*columns, *key]
+                    ]
+                    rows = [tuple(r) for r in zip(*values, strict=True)]
+                    for row in rows:
+                        result.updated += writer.execute(statement, row)
+                results.append(result)
+            self._record(
+                writer, manifest, restore_id, request.clock(), request.environment, request.target_fernet_key, "repair"
+            )
+        return _report(request, opened, restore_id, "secrets-repaired", started, request.clock(), results, rewritten[0])
+
+    def _verify_target_key(
+        self,
+        request: RestoreRequest,
+        schema: Schema,
+        files: dict[str, Path],
+        fernet: MultiFernet | None,
+        needed: bool,
+    ) -> bool | None:
+        """True: the key opened every encrypted value of the target. False: nothing could prove it
+        and the operator accepted that. None: no key given (none needed)."""
+        if fernet is None:
+            return None
+        own = self._rows_of_backup(schema, files) if request.repair_secrets else {}
+        verified = self._check_target_key(fernet, schema, own) > 0
+        if not verified and needed and not request.accept_unverifiable_fernet_key:
+            raise RestoreRefused(
+                "the target holds no encrypted value (variable, connection, trigger) to prove the given Fernet "
+                "key is its own, so the key cannot be verified: a wrong key would make every restored secret "
+                "unreadable. Check it is the target environment's fernet_key, then pass "
+                "--accept-unverifiable-fernet-key (accept_unverifiable_fernet_key=True). Nothing was changed."
+            )
+        return verified
+
+    def _check_target_key(self, fernet: MultiFernet, schema: Schema, own: dict[str, pa.Table]) -> int:
+        """The key must open every secret the target holds (variables, connection passwords and
+        extras, trigger kwargs): a wrong key would make every restored secret unreadable. Returns
+        how many values proved it (0: nothing could). `own`: rows this backup restored (a repair
+        checks the key against the target's other secrets, not against those it is repairing)."""
+        proved = 0
+        with self.database.snapshot() as reader:
+            for table in schema.tables.values():
+                for sealed in table.sealed:
+                    if sealed.flag is None and not sealed.detect_fernet:
+                        continue  # plaintext by nature (the audit log)
+                    proved += self._check_column(reader, table, sealed, fernet, own.get(table.name))
+        return proved
+
+    @staticmethod
+    def _check_column(
+        reader: Reader, table: Table, sealed: SealedColumn, fernet: MultiFernet, own: pa.Table | None
+    ) -> int:
+        key = table.identities[0] if table.identities else (table.fingerprint or ())
+        names = [sealed.column, *key]
+        where = f"{quote(sealed.column)} IS NOT NULL"
+        params: tuple[object, ...] = ()
+        if sealed.flag is not None:
+            where += f" AND {quote(sealed.flag)} = ?"
+            params = (True,)
+        selected = ", ".join(quote(c) for c in names)
+        rows = reader.query(f"SELECT {selected} FROM {quote(table.name)} WHERE {where}", params)  # noqa: S608
+        skip: set[str] = set()
+        if own is not None and key and rows:
+            target = [(table.column(c).kind, [r[i + 1] for r in rows]) for i, c in enumerate(key)]
+            mine = [(table.column(c).kind, own.column(c).to_pylist()) for c in key]
+            skip = set(fingerprints(mine, own.num_rows))
+            digests = fingerprints([(k, python_column(k, v)) for k, v in target], len(rows))
+        else:
+            digests = [""] * len(rows)
+        proved = 0
+        for row, digest in zip(rows, digests, strict=True):
+            value = str(row[0])
+            if sealed.flag is None and value.lstrip().startswith("{"):
+                continue  # plain JSON kwargs (before Airflow 2.9 encrypted them)
+            if digest and digest in skip:
+                continue
+            try:
+                fernet.decrypt(value.encode())
+            except InvalidToken:
+                name = row[1] if len(row) > 1 else "?"
+                raise RestoreRefused(
+                    f"the given Fernet key does not decrypt the target's {table.name} {name!r} ({sealed.column}): "
+                    "is it the target environment's key? If an earlier restore wrote this backup's secrets under "
+                    "a wrong key, re-run it with the right key and repair_secrets (--repair-secrets). Nothing was "
+                    "changed."
                 ) from None
+            proved += 1
+        return proved
+
+    @staticmethod
+    def _rows_of_backup(schema: Schema, files: dict[str, Path]) -> dict[str, pa.Table]:
+        """The identities of the rows with secrets this backup holds, to leave them out of the key
+        check of a repair (they are the ones encrypted under the wrong key)."""
+        out = {}
+        for name, path in files.items():
+            table = schema.tables.get(name)
+            if table is None or not table.sealed:
+                continue
+            key = table.identities[0] if table.identities else (table.fingerprint or ())
+            if key:
+                out[name] = pq.read_table(path, columns=list(key))
+        return out
 
     @staticmethod
     def _count(writer: Writer, table: str) -> int:
         return int(writer.query(f"SELECT COUNT(*) FROM {quote(table)}")[0][0])  # noqa: S608
 
     @staticmethod
-    def _already_restored(writer: Writer, backup_id: str, source: str) -> bool:
-        rows = writer.query("SELECT extra FROM log WHERE event = ?", (LEDGER_EVENT,))
+    def _already_restored(writer: Writer, backup_id: str, source: str) -> dict[str, object] | None:
+        """The ledger entry of this backup's latest restore (or repair) into the target, if any."""
+        rows = writer.query("SELECT extra FROM log WHERE event = ? ORDER BY id", (LEDGER_EVENT,))
+        found = None
         for (extra,) in rows:
             try:
                 entry = json.loads(extra)
                 if entry.get("backup_id") == backup_id and entry.get("environment", source) == source:
-                    return True
+                    found = entry
             except (TypeError, ValueError, AttributeError):
                 continue
-        return False
+        return found
 
     @staticmethod
-    def _record(writer: Writer, manifest: Manifest, restore_id: str, now: datetime, target: str) -> None:
+    def _record(
+        writer: Writer,
+        manifest: Manifest,
+        restore_id: str,
+        now: datetime,
+        target: str,
+        fernet_key: str | None,
+        action: str = "restore",
+    ) -> None:
         # The manifest was authenticated against the requested id and source environment: these are they.
         extra = json.dumps(
             {
@@ -230,6 +452,9 @@ class RestoreEngine:
                 "restore_id": restore_id,
                 "environment": manifest.environment,
                 "target_environment": target,
+                "action": action,
+                # Which key the secrets were written under: a rerun with another key says so.
+                "fernet_fingerprint": fernet_fingerprint(fernet_key),
             }
         )
         writer.execute(
@@ -263,10 +488,12 @@ class RestoreEngine:
         sealer: Sealer | None,
         fernet: MultiFernet | None,
         reencrypted: list[int],
+        matched_rows: set[int],
     ) -> TableRestore:
+        """`matched_rows` receives the positions (in the backup's file) of rows matched to rows the
+        target already had: a history row the target kept may link elsewhere, by design."""
         entry = manifest.tables[table.name]
-        backup_columns = [c.name for c in entry.columns]
-        if set(backup_columns) != set(table.column_names):
+        if {c.name for c in entry.columns} != set(table.column_names):
             raise SchemaMismatch(f"{table.name}: columns differ between backup and target (nothing was changed)")
         result = TableRestore(table=table.name, role=table.role.value, in_backup=entry.rows)
         surrogate = table.surrogate_id
@@ -278,17 +505,17 @@ class RestoreEngine:
         updates: list[tuple[object, ...]] = []
         update_columns = self._update_columns(table)
         known: list[pa.Array] = []
+        position = [0]
 
         def fresh_batches() -> Iterator[pa.RecordBatch]:
             """The rows to insert, batch by batch, streamed into one COPY (or executemany)."""
-            for stored in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
-                batch, detached = self._remap(stored, table, schema, maps)
-                result.detached_references += detached
+            for stored in parquet_batches(path, BATCH_ROWS):  # rows and bytes bounded
+                batch = self._prepare(stored, table, schema, maps, result, sealer, fernet, reencrypted)
                 if surrogate and table.name in referenced:
                     known.append(batch.column(surrogate))
-                if table.sealed and sealer is not None and fernet is not None:
-                    batch = self._reencrypt(batch, table, sealer, fernet, reencrypted)
                 conflict = self._conflicts(batch, table, existing)
+                matched_rows.update(position[0] + i for i, hit in enumerate(conflict.to_pylist()) if hit)
+                position[0] += batch.num_rows
                 fresh = batch
                 if existing:
                     if surrogate:
@@ -306,6 +533,8 @@ class RestoreEngine:
                     shifted = offset_ids(fresh.column(surrogate), id_map.offset, {})
                     fresh = fresh.set_column(index, fresh.schema.field(index), shifted)
                 result.inserted += fresh.num_rows
+                if table.fingerprint is not None:
+                    fresh = fresh.drop_columns([FINGERPRINT])
                 yield fresh
 
         writer.insert(table, table.column_names, fresh_batches())
@@ -319,6 +548,30 @@ class RestoreEngine:
             maps[table.name] = id_map
             result.reused_ids = dict(id_map.reused)
         return result
+
+    def _prepare(
+        self,
+        stored: pa.RecordBatch,
+        table: Table,
+        schema: Schema,
+        maps: dict[str, IdMap],
+        result: TableRestore,
+        sealer: Sealer | None,
+        fernet: MultiFernet | None,
+        reencrypted: list[int],
+    ) -> pa.RecordBatch:
+        """A backup batch as the target's rows: references mapped, secrets under the target's key,
+        and, for a table without natural key, each row's fingerprint."""
+        batch, detached = self._remap(stored, table, schema, maps)
+        for column, count in detached.items():
+            result.detached_columns[column] = result.detached_columns.get(column, 0) + count
+            result.detached_references += count
+        if table.sealed and sealer is not None and fernet is not None:
+            batch = self._reencrypt(batch, table, sealer, fernet, reencrypted)
+        if table.fingerprint is not None:
+            # After the remap: references are the target's ids, as in the target's rows.
+            batch = batch.append_column(FINGERPRINT, pa.array(_fingerprints(batch, table), pa.string()))
+        return batch
 
     def _apply_updates(
         self, writer: Writer, table: Table, columns: list[str], updates: list[tuple[object, ...]]
@@ -338,7 +591,7 @@ class RestoreEngine:
         keys = {c for k in table.identities for c in k} | {table.surrogate_id}
         if table.update_on_conflict is None:
             return [c for c in table.column_names if c not in keys]
-        return list(table.update_on_conflict)
+        return [c for c in table.update_on_conflict if table.has(c)]
 
     @staticmethod
     def _match_key(table: Table) -> tuple[str, ...]:
@@ -352,8 +605,21 @@ class RestoreEngine:
 
     @staticmethod
     def _existing(writer: Writer, table: Table) -> list[tuple[tuple[str, ...], pa.Table]]:
-        """The target's natural keys (and surrogate ids), to match rows instead of duplicating them."""
-        found = []
+        """The target's natural keys (and surrogate ids), to match rows instead of duplicating them;
+        for a table without natural key, the fingerprints of its rows."""
+        found: list[tuple[tuple[str, ...], pa.Table]] = []
+        if table.fingerprint is not None and table.surrogate_id:
+            columns = [*table.fingerprint, table.surrogate_id]
+            names = ", ".join(quote(c) for c in columns)
+            rows = writer.query(f"SELECT {names} FROM {quote(table.name)}")  # noqa: S608
+            if rows:
+                typed = pa.table(
+                    {c: _typed([r[i] for r in rows], table.column(c).kind) for i, c in enumerate(table.fingerprint)}
+                )
+                digests = pa.array(_fingerprints(typed, table), pa.string())
+                ids = _typed([r[-1] for r in rows], Kind.INTEGER)
+                found.append(((FINGERPRINT,), pa.table({FINGERPRINT: digests, TARGET_ID: ids})))
+            return found
         for key in table.identities:
             columns = list(key) + ([table.surrogate_id] if table.surrogate_id else [])
             names = ", ".join(quote(c) for c in columns)
@@ -364,7 +630,7 @@ class RestoreEngine:
             for i, column in enumerate(columns):
                 values = [r[i] for r in rows]
                 kind = table.column(column).kind
-                arrays[column if column != table.surrogate_id else "__target_id"] = _typed(values, kind)
+                arrays[column if column != table.surrogate_id else TARGET_ID] = _typed(values, kind)
             found.append((key, pa.table(arrays)))
         return found
 
@@ -379,8 +645,8 @@ class RestoreEngine:
 
     def _remap(
         self, batch: pa.RecordBatch, table: Table, schema: Schema, maps: dict[str, IdMap]
-    ) -> tuple[pa.RecordBatch, int]:
-        detached = 0
+    ) -> tuple[pa.RecordBatch, dict[str, int]]:
+        detached: dict[str, int] = {}
         done: set[str] = set()
         for ref in table.references:
             if len(ref.columns) != 1 or ref.parent == table.name or ref.columns[0] in done:
@@ -397,7 +663,8 @@ class RestoreEngine:
                 present = len(values) - values.null_count
                 if present and not table.column(column).nullable:
                     raise RestoreRefused(f"{table.name}.{column} references {ref.parent}, which is not restored")
-                detached += present
+                if present:
+                    detached[column] = detached.get(column, 0) + present
                 field = batch.schema.field(index)
                 batch = batch.set_column(index, field, pa.nulls(len(values), field.type))
                 continue
@@ -412,7 +679,7 @@ class RestoreEngine:
                 if count:
                     # A soft reference to a row the source no longer had (cleaned up): keep it
                     # pointing at nothing rather than at some other restored row.
-                    detached += count
+                    detached[column] = detached.get(column, 0) + count
                     remapped = pc.if_else(dangling, pa.scalar(None, pa.int64()), remapped)
             field = batch.schema.field(index)
             batch = batch.set_column(index, field, remapped.cast(field.type))
@@ -473,10 +740,10 @@ def existing_ids(batch: pa.RecordBatch, table: Table, existing: list[tuple[tuple
     """For each row of the batch, the target's id of the row with the same natural key (or null)."""
     result = pa.nulls(batch.num_rows, pa.int64())
     for key, rows in existing:
-        if rows.num_rows == 0 or "__target_id" not in rows.column_names:
+        if rows.num_rows == 0 or TARGET_ID not in rows.column_names:
             continue
         index = _key_index(batch, key, rows)
-        found = pc.take(rows.column("__target_id").combine_chunks().cast(pa.int64()), index)
+        found = pc.take(rows.column(TARGET_ID).combine_chunks().cast(pa.int64()), index)
         result = pc.coalesce(result, found)
     return result
 
@@ -510,3 +777,176 @@ def _to_param(table: Table, column: str, values: list[object], dialect: str) -> 
 
 def batches_of(path: Path) -> Iterator[pa.RecordBatch]:
     yield from pq.ParquetFile(path).iter_batches(batch_size=65_536)
+
+
+def _detached_note(schema: Schema, table: str, column: str, count: int) -> str:
+    """Said in the report: e.g. on Airflow 3 restored runs and task instances lose their DAG
+    version (dag_version is rebuilt from the DAG files, with new ids, not restored)."""
+    parent = next((r.parent for r in schema.tables[table].references if r.columns == (column,)), "?")
+    why = schema.tables[parent].why if parent in schema.tables else "not in this database"
+    return f"{table}.{column}: {count} links to {parent} cleared ({parent} is not restored: {why})"
+
+
+def fernet_fingerprint(keys: str | None) -> str | None:
+    """Which Fernet key secrets were written under, for the ledger: a digest of the encrypting
+    (first) key under a fixed label. A Fernet key is 256 random bits: the digest reveals nothing."""
+    if not keys or not keys.strip():
+        return None
+    first = keys.split(",")[0].strip()
+    return hashlib.sha256(b"mwaa-control:fernet-key-fingerprint:v1:" + first.encode()).hexdigest()[:16]
+
+
+def _fingerprints(rows: pa.RecordBatch | pa.Table, table: Table) -> list[str]:
+    columns = table.fingerprint or ()
+    return fingerprints([(table.column(c).kind, rows.column(c).to_pylist()) for c in columns], rows.num_rows)
+
+
+# --- meaning ------------------------------------------------------------------------------------
+
+
+RowSource = Callable[[Table, list[str]], pa.Table]
+
+
+class Meanings:
+    """What rows mean on one side (a backup's files, or a database): each row's identity (natural
+    key, or fingerprint) with every reference replaced by the identity of the row it points at,
+    recursively. Ids are numbers local to one database; meanings compare across databases."""
+
+    def __init__(self, schema: Schema, rows: RowSource) -> None:
+        self.schema = schema
+        self._rows = rows
+        self._by_id: dict[str, dict[int, str]] = {}
+        self._resolving: set[str] = set()
+
+    def links(self, table: Table) -> dict[str, Table]:
+        """Single-column references to restored tables with regenerated ids (declared or soft)."""
+        found: dict[str, Table] = {}
+        for ref in table.references:
+            parent = self.schema.tables.get(ref.parent)
+            if len(ref.columns) != 1 or ref.parent == table.name or parent is None:
+                continue
+            if parent.role not in RESTORED_ROLES or parent.surrogate_id != ref.parent_columns[0]:
+                continue
+            found.setdefault(ref.columns[0], parent)
+        return found
+
+    @staticmethod
+    def identity(table: Table) -> tuple[str, ...]:
+        if table.identities:
+            return table.identities[0]
+        if table.fingerprint is not None:
+            return table.fingerprint
+        sealed = {s.column for s in table.sealed}
+        return tuple(c for c in table.column_names if c not in sealed)
+
+    def describe(self, table: Table) -> tuple[list[str], list[str], list[int | None]]:
+        """Per row: its identity, its other links (resolved), and its id (when it has one)."""
+        links = self.links(table)
+        identity = self.identity(table)
+        others = [c for c in links if c not in identity]
+        surrogate = [table.surrogate_id] if table.surrogate_id else []
+        columns = list(dict.fromkeys([*identity, *others, *surrogate]))
+        data = self._rows(table, columns)
+        resolved = {c: self.by_id(parent) for c, parent in links.items()}
+        values = {c: data.column(c).to_pylist() for c in columns}
+        kinds = {c: table.column(c).kind for c in columns}
+
+        def meaning(column: str, value: object) -> object:
+            if column in resolved:
+                # A reference to a row that is not there means nothing, on either side (a restore
+                # clears soft references to rows the source no longer had).
+                return None if value is None else resolved[column].get(int(cast("int", value)))
+            return canonical(kinds[column], value)
+
+        identities, linked = [], []
+        for i in range(data.num_rows):
+            identities.append(json.dumps([meaning(c, values[c][i]) for c in identity], default=str, ensure_ascii=False))
+            linked.append(json.dumps({c: meaning(c, values[c][i]) for c in others}, default=str, ensure_ascii=False))
+        ids: list[int | None] = [None] * data.num_rows
+        if surrogate:
+            ids = [None if v is None else int(v) for v in values[surrogate[0]]]
+        return identities, linked, ids
+
+    def by_id(self, table: Table) -> dict[int, str]:
+        if table.name in self._by_id:
+            return self._by_id[table.name]
+        if table.name in self._resolving:
+            return {}  # a cycle of references: the inner one is not resolved
+        self._resolving.add(table.name)
+        try:
+            identities, _, ids = self.describe(table)
+        finally:
+            self._resolving.discard(table.name)
+        self._by_id[table.name] = {i: m for i, m in zip(ids, identities, strict=True) if i is not None}
+        return self._by_id[table.name]
+
+
+def backup_rows(files: dict[str, Path]) -> RowSource:
+    def read(table: Table, columns: list[str]) -> pa.Table:
+        if table.name not in files:
+            return pa.table({c: pa.array([], ARROW_TYPES[table.column(c).kind]) for c in columns})
+        return pq.read_table(files[table.name], columns=columns)
+
+    return read
+
+
+def database_rows(reader: Reader, files: dict[str, Path] | None = None) -> RowSource:
+    """Rows read from the database. With `files`, a column the backup holds as floats is read as
+    floats: SQLite keeps float seconds in INTEGER columns (task_reschedule.duration), and a target
+    reflected while empty cannot know it."""
+
+    def read(table: Table, columns: list[str]) -> pa.Table:
+        kinds: dict[str, Kind] = {}
+        if files and table.name in files:
+            stored = pq.read_schema(files[table.name])
+            kinds = {c: Kind.FLOAT for c in columns if c in stored.names and pa.types.is_floating(stored.field(c).type)}
+        narrow = replaced(
+            table, columns=[replaced(table.column(c), kind=kinds.get(c, table.column(c).kind)) for c in columns]
+        )
+        batches = list(reader.batches(narrow))
+        return pa.Table.from_batches(batches, schema=narrow.arrow_schema())
+
+    return read
+
+
+def meaning_problems(
+    reader: Reader,
+    schema: Schema,
+    files: dict[str, Path],
+    tables: list[Table],
+    skip_links: dict[str, set[int]] | None = None,
+    limit: int = 3,
+) -> list[str]:
+    """Every backup row of `tables` has a row of the same identity in the target, and that row's
+    references point at the rows the backup's did (compared by what they mean). `skip_links`:
+    positions of backup rows matched to rows the target already had (history the target keeps,
+    with its own links): only their identity is checked."""
+    backup, target = Meanings(schema, backup_rows(files)), Meanings(schema, database_rows(reader, files))
+    problems: list[str] = []
+    for table in tables:
+        if table.name not in files or pq.ParquetFile(files[table.name]).metadata.num_rows == 0:
+            continue
+        mine, my_links, _ = backup.describe(table)
+        theirs, their_links, _ = target.describe(table)
+        present: dict[str, set[str]] = {}
+        for identity, links in zip(theirs, their_links, strict=True):
+            present.setdefault(identity, set()).add(links)
+        skipped = (skip_links or {}).get(table.name, set())
+        missing: Counter[str] = Counter()
+        wrong: list[str] = []
+        for position, (identity, links) in enumerate(zip(mine, my_links, strict=True)):
+            if identity not in present:
+                missing[identity] += 1
+            elif position not in skipped and links != "{}" and links not in present[identity]:
+                wrong.append(f"{identity} links {links}, the target's {sorted(present[identity])[:2]}")
+        if missing:
+            examples = "; ".join(list(missing)[:limit])
+            problems.append(
+                f"{table.name}: {sum(missing.values())} rows of the backup have no row of the same meaning in the "
+                f"target (references resolved to what they point at), e.g. {examples}"
+            )
+        if wrong:
+            problems.append(
+                f"{table.name}: {len(wrong)} rows point at other rows than the backup's: {'; '.join(wrong[:limit])}"
+            )
+    return problems

@@ -5,8 +5,11 @@ workers, 2.x elsewhere), reduced to what backup and restore need: typed columns,
 from __future__ import annotations
 
 import graphlib
+import hashlib
+import json
 import warnings
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -117,6 +120,20 @@ class Table:
         keys = [] if self.surrogate_id else [self.primary_key]
         return [k for k in keys + [k for k in self.unique_keys if k != self.primary_key] if k]
 
+    @property
+    def fingerprint(self) -> tuple[str, ...] | None:
+        """For a table whose rows have no natural key (jobs, triggers, the audit log, dataset events):
+        the columns whose content identifies a row across databases (catalog.FINGERPRINTS, or every
+        column but the surrogate id and sealed secrets, which are re-encrypted on every restore).
+        None when the table has a natural key or no regenerated id."""
+        if self.identities or not self.surrogate_id:
+            return None
+        chosen = catalog.fingerprint_columns(self.name)
+        if chosen:
+            return tuple(c for c in chosen if self.has(c))
+        sealed = {s.column for s in self.sealed}
+        return tuple(c for c in self.column_names if c != self.surrogate_id and c not in sealed)
+
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(c.name, ARROW_TYPES[c.kind], nullable=c.nullable) for c in self.columns])
 
@@ -195,3 +212,34 @@ def _reflect(connection: Any) -> Schema:
         rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
         revision = ",".join(sorted(str(r[0]) for r in rows)) or None
     return Schema(connection.dialect.name, tables, revision)
+
+
+def canonical(kind: Kind, value: Any) -> Any:
+    """A value as it means the same on every dialect, for fingerprints and meaning checks: JSON
+    parsed and re-dumped with sorted keys (PostgreSQL's jsonb reorders), whole floats as integers
+    (SQLite keeps float seconds in INTEGER columns), timestamps in ISO form."""
+    if value is None:
+        return None
+    if kind is Kind.JSON and isinstance(value, str):
+        try:
+            return json.dumps(json.loads(value), sort_keys=True, ensure_ascii=False)
+        except ValueError:
+            return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def fingerprints(columns: list[tuple[Kind, list[Any]]], rows: int) -> list[str]:
+    """One digest per row over the given columns' canonical values."""
+    if not columns:
+        return [""] * rows
+    out = []
+    for values in zip(*(v for _, v in columns), strict=True):
+        parts = [canonical(kind, value) for (kind, _), value in zip(columns, values, strict=True)]
+        out.append(hashlib.sha256(json.dumps(parts, default=str, ensure_ascii=False).encode()).hexdigest())
+    return out

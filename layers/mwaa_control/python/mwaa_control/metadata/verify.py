@@ -18,8 +18,9 @@ from mwaa_control.metadata.authentication import OpenedBackup, open_backup
 from mwaa_control.metadata.catalog import Role, SealedColumn
 from mwaa_control.metadata.database import Database, Reader, quote
 from mwaa_control.metadata.errors import MetadataError
+from mwaa_control.metadata.executable_content import check_executable_content
 from mwaa_control.metadata.manifest import MANIFEST, TableEntry, backup_prefix
-from mwaa_control.metadata.restore import LEDGER_EVENT, RESTORED_ROLES, fetch_verified
+from mwaa_control.metadata.restore import LEDGER_EVENT, RESTORED_ROLES, fetch_verified, meaning_problems
 from mwaa_control.metadata.schema import Column, Kind, Table
 from mwaa_control.metadata.sealing import KeyService, fernet_from
 from mwaa_control.metadata.store import BackupStore, scratch_dir
@@ -62,6 +63,14 @@ class BackupSummary(BaseModel):
     authenticated: bool | None
     """As VerifyReport.authenticated; a damaged or forged backup is False, with the reason."""
     authentication: str
+    status: str = "not checked"
+    """"verified" (the MAC checks out under the KMS-unwrapped key), "damaged" (truncated or
+    unparsable manifest, no manifest.mac, a MAC that does not match, KMS refusing or failing: it
+    will not be restored), or "not checked" (no KMS key given)."""
+
+
+def _status(authenticated: bool | None) -> str:
+    return {True: "verified", False: "damaged", None: "not checked"}[authenticated]
 
 
 def list_backups(
@@ -82,7 +91,8 @@ def list_backups(
 def _summary(store: BackupStore, environment: str, backup_id: str, keys: KeyService | None) -> BackupSummary:
     try:
         opened = open_backup(store, environment, backup_id, keys, allow_unauthenticated=True)
-    except MetadataError as error:
+    except Exception as error:  # one unreadable backup (store or KMS failing) must not hide the others
+        reason = str(error) if isinstance(error, MetadataError) else f"{type(error).__name__}: {error}"
         return BackupSummary(
             environment=environment,
             backup_id=backup_id,
@@ -94,7 +104,8 @@ def _summary(store: BackupStore, environment: str, backup_id: str, keys: KeyServ
             bytes=0,
             in_flight=0,
             authenticated=False,
-            authentication=f"damaged or forged: {error}",
+            authentication=f"damaged or forged: {reason}",
+            status="damaged",
         )
     manifest = opened.manifest
     return BackupSummary(
@@ -109,6 +120,7 @@ def _summary(store: BackupStore, environment: str, backup_id: str, keys: KeyServ
         in_flight=len(manifest.in_flight),
         authenticated=opened.authenticated,
         authentication=opened.authentication,
+        status=_status(opened.authenticated),
     )
 
 
@@ -120,13 +132,17 @@ def latest_backup(store: BackupStore, environment: str, keys: KeyService) -> str
     candidates: list[tuple[datetime, str]] = []
     for backup_id in store.list_prefixes(f"backups/{environment}"):
         key = f"{backup_prefix(environment, backup_id)}/{MANIFEST}"
-        if store.exists(key):
-            candidates.append((_claimed_time(store.get_bytes(key)), backup_id))
+        try:
+            if store.exists(key):
+                candidates.append((_claimed_time(store.get_bytes(key)), backup_id))
+        except Exception as error:  # an unreadable manifest is a damaged backup, tried last
+            log.warning("backup %s of %s: manifest unreadable: %s", backup_id, environment, error)
+            candidates.append((datetime.min.replace(tzinfo=UTC), backup_id))
     skipped: list[str] = []
     for _, backup_id in sorted(candidates, reverse=True):
         try:
             open_backup(store, environment, backup_id, keys)
-        except MetadataError as error:
+        except Exception as error:  # damaged, forged, or KMS failing: the next one may be intact
             log.warning("skipping backup %s of %s: %s", backup_id, environment, error)
             skipped.append(backup_id)
             continue
@@ -160,9 +176,12 @@ def verify_backup(store: BackupStore, environment: str, backup_id: str, keys: Ke
     with scratch_dir() as scratch:
         try:
             files = fetch_verified(store, opened, Path(scratch))
+            # Every table a database restore would write, whatever the manifest's `restorable` says
+            # (the database restore does not read that flag), with the checks the restore runs.
             for name, entry in opened.manifest.tables.items():
-                if Role(entry.role) in RESTORED_ROLES and entry.restorable:
+                if Role(entry.role) in RESTORED_ROLES:
                     pickles.check_table(_table_of(name, entry), files[name])
+            check_executable_content(files)
         except MetadataError as error:
             report.problems.append(str(error))
     report.ok = not report.problems
@@ -193,9 +212,10 @@ def verify_restore(
     *,
     keys: KeyService | None = None,
 ) -> VerifyReport:
-    """Every restored table holds at least the backup's rows; every natural key that does not
-    depend on a regenerated id is present; the ledger row exists; secrets decrypt with the key.
-    `environment` is the one the backup was written for."""
+    """Every restored table holds at least the backup's rows; every backup row has a row of the
+    same meaning in the target (its natural key or fingerprint, with every reference resolved to
+    the natural key of the row it points at, so a link to the wrong row fails); the ledger row
+    exists; secrets decrypt with the key. `environment` is the one the backup was written for."""
     opened: OpenedBackup = open_backup(store, environment, backup_id, keys, allow_unauthenticated=True)
     manifest = opened.manifest
     schema = database.reflect()
@@ -229,6 +249,8 @@ def verify_restore(
             if fernet is not None:
                 report.problems += _undecryptable(reader, table.name, table.sealed, fernet)
             report.tables.append(check)
+        restored = [t for t in schema.ordered(RESTORED_ROLES) if t.name in manifest.tables and t.name in files]
+        report.problems += meaning_problems(reader, schema, files, restored)
     report.ok = not report.problems and all(t.ok for t in report.tables)
     return report
 
