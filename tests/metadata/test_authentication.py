@@ -29,7 +29,7 @@ from mwaa_control.metadata.manifest import MANIFEST, MANIFEST_MAC, Manifest, bac
 from mwaa_control.metadata.restore import RestoreEngine, RestoreRequest
 from mwaa_control.metadata.sealing import KmsKeyService
 from mwaa_control.metadata.verify import latest_backup, list_backups, verify_backup
-from tests.metadata.databases import Env, Templates, make_env, populate
+from tests.metadata.databases import Env, Templates, make_env, own_connection, populate
 
 VICTIM, ATTACKER = "etl-prod", "etl-staging"
 
@@ -112,6 +112,7 @@ def backed_up(templates: Templates, tmp: Path, kms: Any, *, keys: bool = True) -
         BackupRequest(VICTIM, source.keys if keys else None, source.fernet)
     )
     target = make_env(templates.v211, tmp, "dst", kms, source.store)
+    own_connection(target)  # a target whose Fernet key can be proved
     target.keys = source.keys
     return source, manifest, target, target.dump()
 

@@ -4,19 +4,27 @@ the conf are kept), and the audit log's trigger events are sealed like its CLI e
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import pickle
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from localcloud.airflow.backend import venv_for_release
+from mwaa_control.airflow.values import conf_json
 from mwaa_control.metadata.backup import BackupEngine, BackupRequest
 from mwaa_control.metadata.database import open_database
 from mwaa_control.metadata.manifest import backup_prefix
 from mwaa_control.metadata.pickles import load_plain
 from mwaa_control.metadata.restore import RestoreEngine, RestoreRequest
-from tests.metadata.databases import NOW, Templates, make_env, populate
+from mwaa_control.metadata.task_tokens import TOKEN_MARKER, strip_audit_extra, stripped_audit_batches
+from tests.metadata.databases import NOW, Templates, make_env, own_connection, populate
 
 TOKEN = "AQCEAAAAKgAAAAMAAAAAAAAAA-SEKRET-task-token"
 LEGACY = {"mwaa_control": {"task_token": TOKEN, "region": "eu-west-1"}, "partner": "ACME ☃", "n": [1, {"x": None}]}
@@ -74,6 +82,7 @@ def test_task_tokens_and_trigger_conf_never_reach_a_backup(templates: Templates,
 
     # Restored: the conf without the token, the audit log as it was.
     target = make_env(templates.v211, tmp_path, "dst", kms, source.store)
+    own_connection(target)
     RestoreEngine(open_database(target.url), target.store).restore(
         RestoreRequest("etl-prod", manifest.backup_id, source.keys, target.fernet)
     )
@@ -83,3 +92,107 @@ def test_task_tokens_and_trigger_conf_never_reach_a_backup(templates: Templates,
     assert restored == confs
     logged = dict(target.sql("SELECT event, extra FROM log WHERE event IN (?, ?, ?, ?)", EVENTS))
     assert logged == dict(source.sql("SELECT event, extra FROM log WHERE event IN (?, ?, ?, ?)", EVENTS))
+
+
+# --- audit-log extras: the token value is replaced by a marker, everything else is kept ---------
+
+# What Airflow's own CLI logger writes for `airflow dags trigger -c <conf>` (the control plane's
+# CLI path): `cli_action_loggers.default_action_log` stores json.dumps of the host and
+# `_build_metrics`'s full_command, the repr of sys.argv with the conf as one JSON argument.
+CLI_EXTRA = r"""
+import json, sys
+from argparse import Namespace
+sys.argv = json.loads(sys.stdin.read())
+from airflow.utils.cli import _build_metrics
+metrics = _build_metrics("dags_trigger", Namespace(dag_id="etl", task_id=None, execution_date=None))
+print(json.dumps({"host_name": metrics["host_name"], "full_command": metrics["full_command"]}))
+"""
+
+
+def _cli_extra(argv: list[str], tmp_path: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH", "AIRFLOW"))}
+    env.update({"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"})
+    done = subprocess.run(
+        [str(venv_for_release("2.11.0") / "bin" / "python"), "-W", "ignore", "-c", CLI_EXTRA],
+        input=json.dumps(argv),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def _trigger_argv(conf: dict[str, Any]) -> list[str]:
+    return ["/usr/local/bin/airflow", "dags", "trigger", "etl", "-r", "manual__7", "-c", conf_json(conf)]
+
+
+def test_a_cli_trigger_extra_loses_its_task_token_and_keeps_the_rest(tmp_path: Path) -> None:
+    confs: list[dict[str, Any]] = [
+        LEGACY,
+        REFERENCE,
+        {**LEGACY, "partner": 'O\'Brien "quoted"'},  # repr switches quotes: the conf is escaped twice
+    ]
+    for conf in confs:
+        extra = _cli_extra(_trigger_argv(conf), tmp_path)
+        assert TOKEN in extra
+        stripped, count = strip_audit_extra(extra)
+        assert stripped is not None and count == 1 and TOKEN not in stripped
+        # Byte for byte the same, but for the value.
+        token = conf["mwaa_control"]["task_token"]
+        assert stripped == extra.replace(token, TOKEN_MARKER)
+        argv = ast.literal_eval(json.loads(stripped)["full_command"])
+        assert json.loads(argv[-1])["mwaa_control"]["task_token"] == TOKEN_MARKER
+        assert json.loads(argv[-1]).get("partner") == conf.get("partner")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        json.dumps({"conf": LEGACY, "dag_id": "etl"}),  # a JSON object
+        json.dumps({"conf": json.dumps(LEGACY), "dag_id": "etl"}),  # the UI/REST form: conf as a JSON string
+        json.dumps({"conf": json.dumps(json.dumps(LEGACY))}),  # and escaped once more
+        json.dumps([["conf", json.dumps(LEGACY, indent=2)]]),  # Airflow's UI form fields, pretty-printed
+        f"dag_id=etl&task_token={TOKEN}&x=1",  # a query string
+    ],
+)
+def test_every_form_of_an_extra_loses_its_task_token(extra: str) -> None:
+    stripped, count = strip_audit_extra(extra)
+    assert stripped is not None and count == 1 and TOKEN not in stripped
+    assert stripped == extra.replace(TOKEN, TOKEN_MARKER)
+    assert strip_audit_extra(stripped) == (stripped, 0)  # idempotent: the marker is no token
+
+
+def test_extras_without_a_token_are_kept_as_they_are() -> None:
+    for extra in (None, "", "{}", json.dumps({"task_token_count": 3}), json.dumps({"conf": {"task_token": None}})):
+        assert strip_audit_extra(extra) == (extra, 0)
+
+
+def test_audit_batches_lose_their_task_tokens_and_keep_every_other_value() -> None:
+    """What the backup engine runs over `log` batches before sealing `extra`."""
+    extras = [
+        json.dumps({"host_name": "ip-10-0-0-1", "full_command": str(_trigger_argv(LEGACY))}),
+        None,
+        json.dumps({"conf": json.dumps(REFERENCE)}),
+        json.dumps({"host_name": "ip-10-0-0-1", "full_command": "['airflow', 'dags', 'list']"}),
+    ]
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "id": pa.array([1, 2, 3, 4], pa.int64()),
+            "event": ["cli_trigger", "x", "trigger", "cli_list"],
+            "extra": extras,
+        }
+    )
+    counter = [0]
+    (out,) = list(stripped_audit_batches(iter([batch]), counter))
+    assert counter == [2]
+    assert out.column("id").to_pylist() == [1, 2, 3, 4] and out.schema == batch.schema
+    stripped = out.column("extra").to_pylist()
+    assert stripped[1] is None and stripped[3] == extras[3]
+    assert stripped[0] == extras[0].replace(TOKEN, TOKEN_MARKER)  # type: ignore[union-attr]
+    assert stripped[2] == extras[2].replace(TOKEN + "-2", TOKEN_MARKER)  # type: ignore[union-attr]
+    unchanged = pa.RecordBatch.from_pydict({"extra": [extras[3]]})
+    assert next(stripped_audit_batches(iter([unchanged]), counter)) is unchanged

@@ -25,6 +25,12 @@ The design:
   environment, or under another id, fails in KMS), checks the MAC with `hmac.compare_digest`,
   only then parses the manifest, and refuses one that names another environment or backup id or
   records another context. Only then are files downloaded and checked against its checksums.
+- Nothing parses manifest.json before its MAC checks out: the two strings KMS needs are read from
+  the raw bytes with a pattern (a wrong pick fails in KMS or at the MAC, never elsewhere). Before
+  any parser sees it (authenticated or not: an environment's own role can write an authentic
+  manifest), a manifest over `MAX_MANIFEST_BYTES` or nested deeper than `MAX_MANIFEST_DEPTH` is
+  refused, and every parse failure (RecursionError included) is `ManifestDamaged`, a
+  BackupCorrupt: listing and choosing the newest backup skip it instead of crashing.
 
 What it does not stop: whoever can write the bucket can delete backups, or hide newer ones so that
 an older authenticated backup is the newest; and an environment's own execution role can write a
@@ -40,6 +46,8 @@ import hmac
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -56,8 +64,25 @@ ALGORITHM = "HMAC-SHA256"
 MAC_INFO = b"mwaa-control:metadata-backup:manifest-mac:v1"
 ENVIRONMENT_KEY = "mwaa-control:environment"
 BACKUP_KEY = "mwaa-control:backup"
-MAX_MANIFEST_BYTES = 64 << 20
+MAX_MANIFEST_BYTES = 16 << 20
+"""A backup of thousands of tables, DAGs and files has a manifest of a few MB. Checking the nesting
+of the largest allowed one, at its most hostile, takes about 4 s."""
 MAX_MAC_BYTES = 4096
+MAX_MANIFEST_DEPTH = 32
+"""A real manifest nests 6 levels (tables, entry, files, item); parsers recurse per level."""
+# Everything but the brackets that nest: JSON strings (their brackets are text) and runs of other
+# bytes, coalesced into few matches. Possessive, and an unterminated string runs to the end: no
+# start is ever retried, so it is linear whatever the input.
+NOT_NESTING = re.compile(rb'(?:[^"\[\]{}]++|"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z))++', re.DOTALL)
+NESTING = [0] * 256
+NESTING[ord("[")] = NESTING[ord("{")] = 1
+NESTING[ord("]")] = NESTING[ord("}")] = -1
+# What KMS needs, as the writer (pydantic, field order fixed) lays it out: ARNs and base64 hold no
+# quote or backslash.
+RAW_ENVELOPE = re.compile(
+    rb'"envelope"\s*:\s*\{\s*"key_id"\s*:\s*"([^"\\]{1,2048})"\s*,\s*"encrypted_key"\s*:\s*"([^"\\]{1,8192})"'
+)
+RAW_CREATED_AT = re.compile(rb'"created_at"\s*:\s*"([0-9T:.+Z-]{10,40})"')
 # MWAA environment names and backup ids: one path segment, no traversal.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -73,6 +98,11 @@ def mac_key(data_key: bytes) -> bytes:
 
 def manifest_mac(data_key: bytes, raw: bytes) -> str:
     return hmac.new(mac_key(data_key), raw, hashlib.sha256).hexdigest()
+
+
+class ManifestDamaged(BackupCorrupt):
+    """manifest.json or manifest.mac cannot be read: oversized, nested too deep, not JSON, not a
+    manifest. A damaged backup, never a crash. Nothing was changed."""
 
 
 def check_name(value: str, what: str) -> str:
@@ -150,7 +180,7 @@ def open_backup(
     where = f"backup {backup_id} of {environment}"
     raw = store.get_bytes(f"{prefix}/{MANIFEST}")
     if len(raw) > MAX_MANIFEST_BYTES:
-        raise BackupNotAuthentic(f"{where}: manifest.json is {len(raw)} bytes, more than any real manifest")
+        raise ManifestDamaged(f"{where}: manifest.json is {len(raw)} bytes, more than any real manifest")
     mac = _read_mac(store, prefix, where)
     expected = backup_context(environment, backup_id)
     if mac is None or keys is None:
@@ -205,30 +235,31 @@ def _read_mac(store: BackupStore, prefix: str, where: str) -> str | None:
     try:
         if len(raw) > MAX_MAC_BYTES:
             raise ValueError("too large")
+        _check_nesting(raw, "manifest.mac")
         document = json.loads(raw)
         if document.get("format") != MAC_FORMAT or document.get("algorithm") != ALGORITHM:
             raise ValueError(f"format {document.get('format')!r}, algorithm {document.get('algorithm')!r}")
         mac = document["mac"]
         if not isinstance(mac, str) or not re.fullmatch(r"[0-9a-f]{64}", mac):
             raise ValueError("the MAC is not 64 hex digits")
-    except (ValueError, TypeError, KeyError, AttributeError) as error:
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, ManifestDamaged) as error:
         raise BackupNotAuthentic(
-            f"{where}: manifest.mac is not a MAC document ({error}). Nothing was changed."
+            f"{where}: manifest.mac is not a MAC document ({str(error)[:200]}). Nothing was changed."
         ) from None
     return mac
 
 
 def _raw_envelope(raw: bytes, where: str) -> tuple[str, str]:
-    """The wrapped data key, read before the manifest is authenticated: only the two strings KMS
-    needs are taken from the untrusted document, and KMS checks them against the context."""
+    """The wrapped data key, read before the manifest is authenticated, WITHOUT parsing it: only
+    the two strings KMS needs, found by a pattern; KMS checks them against the context and the MAC
+    then checks every byte."""
+    found = RAW_ENVELOPE.search(raw)
+    if found is None:
+        raise ManifestDamaged(f"{where}: manifest.json has no data key envelope. Nothing was changed.")
     try:
-        envelope = json.loads(raw)["envelope"]
-        key_id, encrypted = envelope["key_id"], envelope["encrypted_key"]
-        if not isinstance(key_id, str) or not isinstance(encrypted, str):
-            raise TypeError("not strings")
-    except (ValueError, TypeError, KeyError) as error:
-        raise BackupNotAuthentic(f"{where}: the manifest has no data key envelope ({error})") from None
-    return key_id, encrypted
+        return found.group(1).decode("ascii"), found.group(2).decode("ascii")
+    except UnicodeDecodeError:
+        raise ManifestDamaged(f"{where}: the data key envelope is not ASCII. Nothing was changed.") from None
 
 
 def _unwrap(keys: KeyService, key_id: str, encrypted: str, context: dict[str, str], where: str) -> BackupKey:
@@ -252,11 +283,45 @@ def _kms_reason(error: Exception) -> str:
     return type(error).__name__
 
 
+def _check_nesting(raw: bytes, what: str) -> None:
+    """Refuse a document nested deeper than MAX_MANIFEST_DEPTH, without parsing it: strings
+    removed, brackets counted, all in C-speed loops (linear in the size, capped above)."""
+    brackets = NOT_NESTING.sub(b"", raw)
+    depth = max(accumulate(map(NESTING.__getitem__, brackets)), default=0)
+    if depth > MAX_MANIFEST_DEPTH:
+        raise ManifestDamaged(f"{what} is nested more than {MAX_MANIFEST_DEPTH} levels, unlike any real one")
+
+
 def _parse(raw: bytes, where: str) -> Manifest:
+    """The manifest, from bytes that passed the size cap (and the MAC, when there is one)."""
     try:
+        _check_nesting(raw, "manifest.json")
         return Manifest.model_validate_json(raw)
+    except ManifestDamaged as error:
+        raise ManifestDamaged(f"{where}: {error}. Nothing was changed.") from None
     except ValidationError as error:
-        raise BackupCorrupt(f"{where}: manifest.json is not a manifest ({error.error_count()} errors)") from None
+        raise ManifestDamaged(
+            f"{where}: manifest.json is not a manifest ({error.error_count()} errors). Nothing was changed."
+        ) from None
+    except (RecursionError, ValueError, UnicodeDecodeError, MemoryError) as error:
+        raise ManifestDamaged(
+            f"{where}: manifest.json cannot be parsed ({type(error).__name__}). Nothing was changed."
+        ) from None
+
+
+def claimed_created_at(raw: bytes) -> datetime | None:
+    """The creation time a manifest claims, read without parsing it (nothing recurses): only to
+    order candidates, newest first. None when it claims none that reads as a time."""
+    if len(raw) > MAX_MANIFEST_BYTES:
+        return None
+    found = RAW_CREATED_AT.search(raw)
+    if found is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(found.group(1).decode("ascii").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _check_identity(manifest: Manifest, environment: str, backup_id: str, where: str) -> None:

@@ -250,6 +250,9 @@ class BackupEngine:
                     counter, dropped = [0], [0]
                     if table.name == "dag_run" and table.has("conf"):
                         batches = task_tokens.stripped_batches(batches, table, dropped)
+                    if table.name == "log" and table.has("extra"):
+                        # CLI command lines and REST/UI trigger confs of older runs carried raw tokens.
+                        batches = task_tokens.stripped_audit_batches(batches, dropped)
                     if sealing is not None:
                         batches = _sealed(batches, table, sealing, fernet, counter)
                     try:

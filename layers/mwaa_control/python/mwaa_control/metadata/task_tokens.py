@@ -6,11 +6,23 @@ The control plane triggers DAG runs with a callback block in the conf: `{"mwaa_c
 holds it can complete the waiting workflow step. Airflow keeps the conf in plaintext (pickled on
 Airflow 2, JSON on Airflow 3), so a backup drops the `task_token` value of that block and keeps
 everything else, the callback reference included; the manifest counts what was dropped.
+
+The audit log holds the conf too: `airflow dags trigger -c '<conf>'` (the control plane's CLI
+path) logs its whole command line in `log.extra` of its `cli_*` event, as the repr of sys.argv
+inside a JSON object, so the token sits in a JSON string inside a Python string inside a JSON
+string; the web server and REST API log the conf as JSON or form fields. Sealing that extra is not
+enough: a restore unseals it and writes the token back in plaintext. `strip_audit_extra` replaces
+every token value, however deeply escaped, by `TOKEN_MARKER` and keeps every other byte, so an
+operator still reads what was triggered.
+
+New runs carry no token: the control plane now passes a callback reference in the conf. The
+stripping is for runs and audit rows written before that.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +33,12 @@ from mwaa_control.metadata.schema import Kind, Table
 
 BLOCK = "mwaa_control"
 TOKEN = "task_token"  # noqa: S105 - the key of the value dropped, not a secret
+TOKEN_MARKER = "<task-token-removed-by-backup>"  # noqa: S105 - what replaces one: no quote, space, &, backslash
+# `task_token` as a key: its closing quote, a colon, the value's opening quote, each quote escaped
+# by any number of backslashes (JSON in a Python repr in JSON, ...); then the value up to the next
+# quote or backslash. And `task_token=<value>` (query strings, form posts).
+QUOTED_TOKEN = re.compile(r"""(task_token\\*["']\s*:\s*\\*["'])([^"'\\]+)""")
+ASSIGNED_TOKEN = re.compile(r"""(\btask_token=)([^&"'\s\\,;]+)""")
 
 
 def without_task_token(conf: Any) -> tuple[Any, bool]:
@@ -50,6 +68,46 @@ def strip_json(text: str) -> tuple[str, bool]:
         return text, False
     stripped, dropped = without_task_token(conf)
     return (json.dumps(stripped, ensure_ascii=False), True) if dropped else (text, False)
+
+
+def strip_audit_extra(extra: str | None) -> tuple[str | None, int]:
+    """An audit-log extra with every task token value replaced by TOKEN_MARKER, and how many were.
+    Every other character is kept (a JSON extra stays the same JSON, a logged command line the
+    same command line); an extra without a token is returned as it is."""
+    if not extra or TOKEN not in extra:
+        return extra, 0
+    replaced = 0
+
+    def marker(match: re.Match[str]) -> str:
+        nonlocal replaced
+        if match.group(2) == TOKEN_MARKER:
+            return match.group(0)
+        replaced += 1
+        return match.group(1) + TOKEN_MARKER
+
+    stripped = ASSIGNED_TOKEN.sub(marker, QUOTED_TOKEN.sub(marker, extra))
+    return stripped, replaced
+
+
+def stripped_audit_batches(batches: Iterator[pa.RecordBatch], counter: list[int]) -> Iterator[pa.RecordBatch]:
+    """log batches with every task token in `extra` replaced by TOKEN_MARKER (before sealing);
+    counter[0] counts them. Batches without a token pass untouched."""
+    for batch in batches:
+        index = batch.schema.get_field_index("extra")
+        if index < 0:
+            yield batch
+            continue
+        column = batch.column(index)
+        values = column.to_pylist()
+        if not any(isinstance(v, str) and TOKEN in v for v in values):
+            yield batch
+            continue
+        out: list[str | None] = []
+        for value in values:
+            kept, count = strip_audit_extra(value)
+            counter[0] += count
+            out.append(kept)
+        yield batch.set_column(index, batch.schema.field(index), pa.array(out, column.type))
 
 
 def stripped_batches(batches: Iterator[pa.RecordBatch], table: Table, counter: list[int]) -> Iterator[pa.RecordBatch]:
