@@ -4,8 +4,16 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --locked
 
-.PHONY: setup airflow-venvs demo test lint bench build plugins clean
+.PHONY: setup airflow-venvs matrix-venvs demo test test-fast test-matrix lint bench build plugins clean
+# The fast tier, tested on every commit (and behind the MWAA emulator).
 AIRFLOW_RELEASES := 2.9.2 2.11.0 3.0.6
+# Every release MWAA lets you create, and the newer ones AWS's MWAA image repository already carries:
+# the metadata round trip runs against each (`make test-matrix`, tests/metadata/test_matrix.py).
+AIRFLOW_MATRIX := 2.7.2 2.8.1 2.9.2 2.10.1 2.10.3 2.11.0 2.11.2 3.0.6 3.2.1 3.3.1
+# Pins an old release needs to install without Airflow's constraints file (unpinned, pip picks
+# pendulum 3, Flask-Session 0.6 and connexion 3, which those releases predate and fail to import with).
+AIRFLOW_PINS_2.7.2 := "pendulum<3" "flask-session<0.6" "connexion<3"
+AIRFLOW_PINS_2.8.1 := "flask-session<0.6"
 PYTHON := $(shell python3 -c 'import sys; print(sys.executable)')
 
 setup:
@@ -15,6 +23,9 @@ setup:
 # Real Apache Airflow, one virtualenv per major line MWAA offers, behind the MWAA emulator.
 airflow-venvs: setup $(foreach r,$(AIRFLOW_RELEASES),.airflow/$(r)/bin/airflow)
 
+# The whole matrix (~1 GB of disk per release; uv's cache makes a rebuild take seconds).
+matrix-venvs: setup $(foreach r,$(AIRFLOW_MATRIX),.airflow/$(r)/bin/airflow)
+
 # Each also gets the PostgreSQL drivers (psycopg2, and asyncpg, which Airflow 3 opens too) for the
 # metadata databases of the backup/restore tests, and what the export/import DAGs need on MWAA
 # workers (pyarrow, pydantic, boto3: requirements.txt on MWAA).
@@ -22,14 +33,28 @@ airflow-venvs: setup $(foreach r,$(AIRFLOW_RELEASES),.airflow/$(r)/bin/airflow)
 # before a package was added here get it.
 .airflow/%/bin/airflow: Makefile
 	$(UV) venv -q --allow-existing --python $(PYTHON) .airflow/$*
-	VIRTUAL_ENV=$(CURDIR)/.airflow/$* $(UV) pip install -q "apache-airflow==$*" psycopg2-binary asyncpg pyarrow "pydantic>=2.6" boto3
+	VIRTUAL_ENV=$(CURDIR)/.airflow/$* $(UV) pip install -q "apache-airflow==$*" psycopg2-binary asyncpg pyarrow \
+		"pydantic>=2.6" boto3 $(AIRFLOW_PINS_$*)
 	touch $@
 
 demo: setup airflow-venvs
 	$(RUN) python -m localcloud.demo
 
-test: setup lint airflow-venvs
-	$(RUN) pytest -n 2 --dist loadscope -q
+# `make test`: lint and the fast tier (everything but the `matrix` marker, ~15-20 min on 2 CPUs).
+# The release matrix (`make test-matrix`, ~30 min) is a target of its own and not yet part of
+# `make test`: three of its ten releases do not pass yet (README, Limits).
+test: test-fast
+
+test-fast: setup lint airflow-venvs
+	$(RUN) pytest -n 2 --dist loadscope -q -m "not matrix"
+
+# Backup/restore round trips on every release of AIRFLOW_MATRIX x {SQLite, PostgreSQL}. Each cell is
+# one test (`--dist load` spreads the cells over both CPUs); each writes its figures to
+# build/matrix/, and the table of all of them to build/matrix.md, printed at the end.
+test-matrix: setup matrix-venvs
+	rm -rf build/matrix build/matrix.md
+	$(RUN) pytest -n 2 --dist load -q -m matrix tests/metadata/test_matrix.py; status=$$?; \
+		cat build/matrix.md 2>/dev/null; exit $$status
 
 lint: setup
 	$(RUN) ruff check .

@@ -28,12 +28,17 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from mwaa_control.metadata.errors import MetadataError
 from mwaa_control.metadata.schema import Kind, Schema, Table, reflect
 
 BATCH_ROWS = 65_536
+# Batches are bounded by their size, not only by rows: 65,536 rows of rendered template fields or
+# XCom values (kilobytes each) would be hundreds of MB of Arrow memory per batch.
+BATCH_BYTES = 8 << 20
+FETCH_ROWS = 1_024  # SQLite rows fetched at a time while a batch fills up to BATCH_BYTES
 CSV_BLOCK = 1 << 20  # Arrow reads ahead several blocks: larger blocks cost memory, not speed
 MAX_CSV_BLOCK = 1 << 30  # a single row may be this large (a CSV row must fit in one block)
 
@@ -130,12 +135,48 @@ class SqliteReader:
         schema = table.arrow_schema()
         columns = ", ".join(quote(c) for c in table.column_names)
         cursor = self._db.execute(f"SELECT {columns} FROM {quote(table.name)} {where}", tuple(params))  # noqa: S608
-        while rows := cursor.fetchmany(BATCH_ROWS):
+        for rows in _rows_up_to(cursor, BATCH_BYTES, BATCH_ROWS):
             arrays = [
                 pa.array(python_column(column.kind, [row[i] for row in rows]), type=schema.field(i).type)
                 for i, column in enumerate(table.columns)
             ]
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _row_bytes(row: tuple[Any, ...]) -> int:
+    """About what a row's values take in Arrow: text and blobs by length, anything else 8 bytes."""
+    return sum(len(v) if isinstance(v, str | bytes) else 8 for v in row)
+
+
+def _rows_up_to(cursor: sqlite3.Cursor, max_bytes: int, max_rows: int) -> Iterator[list[tuple[Any, ...]]]:
+    """A cursor's rows in lists of at most `max_rows` rows and about `max_bytes` (a single larger row
+    is a list of its own)."""
+    rows: list[tuple[Any, ...]] = []
+    size = 0
+    while fetched := cursor.fetchmany(FETCH_ROWS):
+        for row in fetched:
+            rows.append(row)
+            size += _row_bytes(row)
+            if size >= max_bytes or len(rows) >= max_rows:
+                yield rows
+                rows, size = [], 0
+    if rows:
+        yield rows
+
+
+def parquet_batches(path: Path | str, max_rows: int, max_bytes: int = BATCH_BYTES) -> Iterator[pa.RecordBatch]:
+    """A Parquet file's record batches, of at most `max_rows` rows and about `max_bytes` decoded: the
+    widest row group's average row (from the file's metadata, uncompressed) sets the batch length."""
+    parquet = pq.ParquetFile(path)
+    metadata = parquet.metadata
+    widest = max(
+        (
+            metadata.row_group(i).total_byte_size / max(metadata.row_group(i).num_rows, 1)
+            for i in range(metadata.num_row_groups)
+        ),
+        default=1.0,
+    )
+    yield from parquet.iter_batches(batch_size=max(1, min(max_rows, int(max_bytes // max(widest, 1.0)))))
 
 
 class SqliteWriter(SqliteReader):
