@@ -21,8 +21,10 @@ RETRY_CONFIG = Config(
 # For calls made under a lease: EC2's Create/Delete/ModifyVpcEndpoint and the lease's own renewals.
 # A call that passed Lease.ensure() must end before a waiter can take the lease over, so its worst
 # case (worst_case_seconds) bounds the lease's safety margin (EndpointSettings checks the relation).
+# total_max_attempts, not max_attempts: botocore reads `max_attempts` as retries after the first
+# attempt (and rewrites the dict in place to total_max_attempts = max_attempts + 1).
 DESTRUCTIVE_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 2},
+    retries={"mode": "standard", "total_max_attempts": 2},
     connect_timeout=2,
     read_timeout=5,
     user_agent_appid="mwaa-control",
@@ -37,7 +39,11 @@ _RETRY_AFTER_MAX_ADDITIONAL_SECONDS = 5
 def worst_case_seconds(config: Config) -> float:
     """The longest one call with this config can take: every attempt times out on connect and read,
     with the longest backoff between attempts."""
-    attempts = int((config.retries or {}).get("max_attempts", 3))
+    retries = config.retries or {}
+    if "total_max_attempts" in retries:
+        attempts = int(retries["total_max_attempts"])
+    else:  # botocore's meaning: retries after the first attempt (default: 2 retries in standard mode)
+        attempts = int(retries.get("max_attempts", 2)) + 1
     per_attempt = float(config.connect_timeout) + float(config.read_timeout)
     backoff = sum(
         min(2.0**attempt, _STANDARD_MAX_BACKOFF_SECONDS) + _RETRY_AFTER_MAX_ADDITIONAL_SECONDS

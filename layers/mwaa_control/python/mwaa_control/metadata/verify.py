@@ -181,7 +181,7 @@ def verify_backup(store: BackupStore, environment: str, backup_id: str, keys: Ke
             for name, entry in opened.manifest.tables.items():
                 if Role(entry.role) in RESTORED_ROLES:
                     pickles.check_table(_table_of(name, entry), files[name])
-            if opened.authenticated is not True:
+            if opened.authenticated is False:
                 check_executable_content(files)  # as a restore of an unauthenticated backup would
         except MetadataError as error:
             report.problems.append(str(error))
