@@ -43,23 +43,27 @@ class DynamoDbEndpointRegistry:
         # record is then written again with the same content.
         self._dynamodb.put_item(TableName=self._table, Item=item)
 
+    def _fields(self, pk: str) -> dict[str, Any] | None:
+        """The fields records and intents share, read consistently, or None when there is no item."""
+        item = self._dynamodb.get_item(TableName=self._table, Key={"pk": {"S": pk}}, ConsistentRead=True).get("Item")
+        if not item:
+            return None
+        return {
+            "environment_arn": item["environment_arn"]["S"],
+            "service_name": item["service_name"]["S"],
+            "vpc_id": item["vpc_id"]["S"],
+            "role": item.get("role", {}).get("S"),
+            "created_at": datetime.fromisoformat(item["created_at"]["S"]),
+        }
+
     def lookup(self, endpoint_ids: Sequence[str]) -> dict[str, EndpointRecord]:
         found: dict[str, EndpointRecord] = {}
         for endpoint_id in dict.fromkeys(endpoint_ids):
             if endpoint_id.startswith("intent#"):
                 continue  # never an endpoint id; it would name an intent's item
-            item = self._dynamodb.get_item(
-                TableName=self._table, Key={"pk": {"S": _PREFIX + endpoint_id}}, ConsistentRead=True
-            ).get("Item")
-            if item:
-                found[endpoint_id] = EndpointRecord(
-                    endpoint_id=endpoint_id,
-                    environment_arn=item["environment_arn"]["S"],
-                    service_name=item["service_name"]["S"],
-                    vpc_id=item["vpc_id"]["S"],
-                    role=item.get("role", {}).get("S"),
-                    created_at=datetime.fromisoformat(item["created_at"]["S"]),
-                )
+            fields = self._fields(_PREFIX + endpoint_id)
+            if fields is not None:
+                found[endpoint_id] = EndpointRecord(endpoint_id=endpoint_id, **fields)
         return found
 
     def forget(self, endpoint_ids: Sequence[str]) -> None:
@@ -87,18 +91,9 @@ class DynamoDbEndpointRegistry:
     def lookup_intents(self, client_tokens: Sequence[str]) -> dict[str, EndpointIntent]:
         found: dict[str, EndpointIntent] = {}
         for token in dict.fromkeys(client_tokens):
-            item = self._dynamodb.get_item(
-                TableName=self._table, Key={"pk": {"S": _INTENT_PREFIX + token}}, ConsistentRead=True
-            ).get("Item")
-            if item:
-                found[token] = EndpointIntent(
-                    client_token=token,
-                    environment_arn=item["environment_arn"]["S"],
-                    service_name=item["service_name"]["S"],
-                    vpc_id=item["vpc_id"]["S"],
-                    role=item.get("role", {}).get("S"),
-                    created_at=datetime.fromisoformat(item["created_at"]["S"]),
-                )
+            fields = self._fields(_INTENT_PREFIX + token)
+            if fields is not None:
+                found[token] = EndpointIntent(client_token=token, **fields)
         return found
 
     def forget_intents(self, client_tokens: Sequence[str]) -> None:
