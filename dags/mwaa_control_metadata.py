@@ -121,7 +121,7 @@ def import_metadata(**context: Any) -> dict[str, Any]:
 
 def report_result(task: str, **context: Any) -> None:
     """Tell the waiting workflow the outcome, with the result of the work."""
-    from mwaa_control.callback import from_conf
+    from mwaa_control.airflow.callback import from_conf
 
     callback = from_conf(context["dag_run"].conf)
     if callback is not None:
@@ -129,7 +129,7 @@ def report_result(task: str, **context: Any) -> None:
 
 
 def report_failure(context: dict[str, Any]) -> None:
-    from mwaa_control.callback import report_failure as report
+    from mwaa_control.airflow.callback import report_failure as report
 
     report(context)
 

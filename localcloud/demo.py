@@ -25,7 +25,7 @@ from localcloud import LocalCloud
 from localcloud.airflow.backend import AirflowBackend
 from localcloud.eventbus import Delivery
 from localcloud.network import RESTRICTIVE_SQS_POLICY, build_shared_vpc
-from mwaa_control import callback
+from mwaa_control.airflow import callback
 from mwaa_control.composition import airflow_client
 from mwaa_control.metadata.backup import BackupEngine, BackupRequest
 from mwaa_control.metadata.database import open_database

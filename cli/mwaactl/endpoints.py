@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from mwaa_control.adapters.clients import client
 from mwaa_control.composition import endpoint_service
-from mwaa_control.endpoints import EndpointService
+from mwaa_control.endpoints.service import EndpointService
 from mwaa_control.errors import ControlPlaneError
 from mwaa_control.models import AdoptionCandidate
 from mwaa_control.settings import EndpointSettings

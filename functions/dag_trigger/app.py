@@ -8,9 +8,9 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mwaa_control.adapters.callbacks import callback_store
+from mwaa_control.airflow.callback_store import callback_store
+from mwaa_control.airflow.dag_runs import parse_trigger_request, trigger_for_task
 from mwaa_control.composition import airflow_client
-from mwaa_control.dag_runs import parse_trigger_request, trigger_for_task
 from mwaa_control.observability import logger, metrics, tracer
 
 

@@ -9,7 +9,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mwaa_control.composition import endpoint_service
-from mwaa_control.endpoints import EndpointService, left_alone_counts
+from mwaa_control.endpoints.service import EndpointService, left_alone_counts
 from mwaa_control.errors import FleetReconcileIncomplete
 from mwaa_control.observability import logger, metrics, tracer
 from mwaa_control.settings import EndpointSettings

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import pytest
 
 from localcloud import LocalCloud
-from mwaa_control import callback
-from mwaa_control.adapters.callbacks import (
+from mwaa_control.airflow import callback
+from mwaa_control.airflow.callback_store import (
     DynamoDbCallbackStore,
     StepFunctionsTaskReporter,
     callback_store,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from localcloud import LocalCloud
-from mwaa_control.adapters.ec2 import Ec2EndpointNetwork
+from mwaa_control.endpoints.ec2 import Ec2EndpointNetwork
 from mwaa_control.errors import NetworkLayoutError
 from tests.conftest import RESTRICTIVE_SQS_POLICY, SharedVpc, build_shared_vpc
 

@@ -12,7 +12,7 @@ import pytest
 
 from localcloud import LocalCloud
 from mwaa_control.adapters.lock import DynamoDbLeaseLock
-from mwaa_control.adapters.registry import DynamoDbEndpointRegistry
+from mwaa_control.endpoints.registry import DynamoDbEndpointRegistry
 from mwaa_control.errors import LeaseLost, LockNotAcquired
 from mwaa_control.models import EndpointRecord
 

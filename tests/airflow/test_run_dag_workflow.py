@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from mwaa_control import callback
-from mwaa_control.adapters.callbacks import callback_store
+from mwaa_control.airflow import callback
+from mwaa_control.airflow.callback_store import callback_store
+from mwaa_control.airflow.dag_runs import RUN_PREFIX, TriggerDagRequest, TriggerDagResult, run_id_for, trigger_for_task
 from mwaa_control.airflow.errors import AirflowAccessDenied, AirflowForbidden, AirflowNotFound
 from mwaa_control.composition import airflow_client
-from mwaa_control.dag_runs import RUN_PREFIX, TriggerDagRequest, TriggerDagResult, run_id_for, trigger_for_task
 from tests.airflow.conftest import AirflowEnvironment
 
 

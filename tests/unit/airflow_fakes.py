@@ -12,11 +12,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from mwaa_control.airflow.callback import CallbackRecord
 from mwaa_control.airflow.cli import MwaaCli
 from mwaa_control.airflow.client import AirflowClient
 from mwaa_control.airflow.rest import MwaaRest
 from mwaa_control.airflow.transport import HttpResponse
-from mwaa_control.callback import CallbackRecord
 
 
 class FakeEnvironment:

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from mwaa_control import callback
+from mwaa_control.airflow import callback
+from mwaa_control.airflow.dag_runs import TriggerDagRequest, run_id_for, trigger_for_task
 from mwaa_control.airflow.errors import AirflowError
-from mwaa_control.dag_runs import TriggerDagRequest, run_id_for, trigger_for_task
 from tests.unit.airflow_fakes import FakeCallbackStore, FakeEnvironment, FakeStepFunctions, airflow_client
 
 TOKEN = "AQCEAAAAKgAAAAMAAAAAAAAAAT0k3n-" + "x" * 600  # Step Functions tokens are long opaque strings
@@ -226,7 +226,7 @@ def test_runs_not_triggered_by_the_control_plane_have_no_callback() -> None:
 
 def test_airflow_callbacks_report_through_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given the adapters a worker would build, replaced by fakes
-    from mwaa_control.adapters import callbacks as adapters
+    from mwaa_control.airflow import callback_store as adapters
 
     events: list[tuple[str, Any]] = []
     store, sfn = FakeCallbackStore(events), FakeStepFunctions(events)

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from mwaa_control.endpoints import EndpointService
+from mwaa_control.endpoints.service import EndpointService
+from mwaa_control.endpoints.sqs_policy import policy_allowing_queue, statement_id
 from mwaa_control.errors import LeaseLost
 from mwaa_control.models import EndpointRecord, EnvironmentRef
-from mwaa_control.sqs_policy import policy_allowing_queue, statement_id
 from tests.unit.fakes import FakeDirectory, FakeLock, FakeNetwork, FakeRegistry
 from tests.unit.test_endpoint_service import (
     ARN,
@@ -202,7 +202,7 @@ def test_events_of_available_environments_still_change_nothing() -> None:
 
 
 def test_sqs_endpoints_not_opted_in_are_counted_apart_from_endpoints_left_alone() -> None:
-    from mwaa_control.endpoints import left_alone_counts
+    from mwaa_control.endpoints.service import left_alone_counts
 
     svc, network, _ = service_and_registry(environment())
     network.add_sqs_endpoint("vpce-sqs", "vpc-1", RESTRICTIVE, opted_in_by=None)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mwaa_control.endpoints import EndpointService, client_token, is_mwaa_privatelink_service, required_services
+from mwaa_control.endpoints.service import EndpointService, client_token, is_mwaa_privatelink_service, required_services
 from mwaa_control.errors import EndpointPolicyNotApplied, LeaseLost, NetworkLayoutError
 from mwaa_control.models import ControlScope, EndpointRecord, Environment, EnvironmentRef
 from mwaa_control.ports import SqsEndpoint

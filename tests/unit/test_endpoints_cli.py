@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from mwaa_control.endpoints import EndpointService
+from mwaa_control.endpoints.service import EndpointService
 from tests.unit.fakes import FakeNetwork, FakeRegistry
 from tests.unit.test_endpoint_service import ARN, DB, GHOST, environment, service_and_registry, tag_as_ours
 

@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mwaa_control.sqs_policy import CELERY_QUEUE_ACTIONS, policy_allowing_queue, policy_without_environment
+from mwaa_control.endpoints.sqs_policy import CELERY_QUEUE_ACTIONS, policy_allowing_queue, policy_without_environment
 
 ENV = "arn:aws:airflow:us-east-1:123456789012:environment/etl"
 QUEUE = "arn:aws:sqs:us-east-1:210987654321:airflow-celery-abc"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mwaa_control.dag_runs import InvalidTriggerRequest, parse_trigger_request
+from mwaa_control.airflow.dag_runs import InvalidTriggerRequest, parse_trigger_request
 
 TOKEN = "AQCEAAAAKgAAAAMAAAAAAAAAAT0k3n-" + "t" * 200
 

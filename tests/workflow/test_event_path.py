@@ -17,7 +17,7 @@ import pytest
 from botocore.handlers import BUILTIN_HANDLERS
 
 from localcloud import LocalCloud
-from mwaa_control.adapters.ec2 import Ec2EndpointNetwork
+from mwaa_control.endpoints.ec2 import Ec2EndpointNetwork
 from tests.conftest import (
     RESTRICTIVE_SQS_POLICY,
     SharedVpc,

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from mwaa_control.adapters.clients import DESTRUCTIVE_CONFIG, client
-from mwaa_control.adapters.ec2 import Ec2EndpointNetwork
 from mwaa_control.adapters.lock import DynamoDbLeaseLock
 from mwaa_control.adapters.mwaa import MwaaDirectory
-from mwaa_control.adapters.registry import DynamoDbEndpointRegistry
 from mwaa_control.airflow.cli import MwaaCli
 from mwaa_control.airflow.client import AirflowClient, airflow_major
 from mwaa_control.airflow.rest import MwaaRest
-from mwaa_control.endpoints import EndpointService
+from mwaa_control.endpoints.ec2 import Ec2EndpointNetwork
+from mwaa_control.endpoints.registry import DynamoDbEndpointRegistry
+from mwaa_control.endpoints.service import EndpointService
 from mwaa_control.settings import EndpointSettings
 
 

@@ -1,1 +1,1 @@
-"""Adapters: the only code that talks to AWS services."""
+"""Adapters shared by every capability: boto3 clients, the MWAA directory and the lease lock."""

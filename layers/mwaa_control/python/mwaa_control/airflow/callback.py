@@ -226,7 +226,7 @@ class Callback:
 
     def _callbacks(self) -> CallbackStore:
         if self._store is None:
-            from mwaa_control.adapters import callbacks  # noqa: PLC0415 - keep DAG imports light
+            from mwaa_control.airflow import callback_store as callbacks  # noqa: PLC0415 - keep DAG imports light
 
             assert self.reference is not None
             self._store = callbacks.callback_store(self.reference.table, region=self.reference.region)
@@ -234,7 +234,7 @@ class Callback:
 
     def _tasks(self) -> TaskReporter:
         if self._reporter is None:
-            from mwaa_control.adapters import callbacks  # noqa: PLC0415 - keep DAG imports light
+            from mwaa_control.airflow import callback_store as callbacks  # noqa: PLC0415 - keep DAG imports light
 
             self._reporter = callbacks.step_functions_reporter(region=self.region)
         return self._reporter

@@ -13,7 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from mwaa_control.adapters.clients import client
-from mwaa_control.callback import CallbackRecord, CallbackRejected, CallbackStoreFailed
+from mwaa_control.airflow.callback import CallbackRecord, CallbackRejected, CallbackStoreFailed
 
 
 def _code(error: ClientError) -> str:

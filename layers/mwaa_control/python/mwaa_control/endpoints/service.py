@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+from mwaa_control.endpoints.sqs_policy import policy_allowing_queue, policy_without_environment
 from mwaa_control.errors import EndpointPolicyNotApplied, InvalidEnvironmentReference, NetworkLayoutError
 from mwaa_control.models import (
     AdoptionCandidate,
@@ -46,7 +47,6 @@ from mwaa_control.ports import (
     Lease,
     SqsEndpoint,
 )
-from mwaa_control.sqs_policy import policy_allowing_queue, policy_without_environment
 
 TAG_MANAGED_BY = "mwaa-control:managed-by"
 TAG_ENVIRONMENT_ARN = "mwaa-control:environment-arn"

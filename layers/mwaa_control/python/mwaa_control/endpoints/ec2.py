@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from mwaa_control.endpoints import (
+from mwaa_control.endpoints.service import (
     TAG_AMEND_POLICY,
     TAG_CLIENT_TOKEN,
     TAG_ENDPOINT_ROLE,

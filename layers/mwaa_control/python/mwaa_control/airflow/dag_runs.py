@@ -9,8 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
-from mwaa_control import callback
-from mwaa_control.airflow import values
+from mwaa_control.airflow import callback, values
 from mwaa_control.airflow.client import AirflowClient, DagRun
 from mwaa_control.airflow.errors import AirflowCommandFailed, AirflowNotFound, UnsafeValue
 from mwaa_control.errors import ControlPlaneError
