@@ -5,7 +5,7 @@ Both are triggered by the pause/resume workflow through the CLI token API with a
 
     {"environment": "etl-prod", "location": "s3://bucket/prefix", "kms_key_id": "arn:aws:kms:...",
      "drain": {"timeout": 1800, "on_timeout": "abort", "leave_paused": true},   # export only
-     "backup_id": "20261121T213305Z-1a2b3c4d",                                  # import only
+     "backup_id": "20261121T213305Z-1a2b3c4d",    # import: required; export: optional (the workflow's)
      "source_environment": "etl-prod-old",             # import only, optional: another env's backup
      "mwaa_control": {"callback_id": "...", "environment": "...", "table": "...", "region": "..."}}
 
@@ -20,6 +20,8 @@ prefix), so a restore cannot bring back a half-finished export.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +30,8 @@ from airflow.operators.python import PythonOperator
 
 EXPORT_DAG_ID = "mwaa_control_metadata_export"
 IMPORT_DAG_ID = "mwaa_control_metadata_import"
+HEARTBEAT_SECONDS = 120
+"""Well inside the pause workflow's default HeartbeatSeconds (900)."""
 
 
 def _settings(conf: dict[str, Any]) -> tuple[str, str, str]:
@@ -72,8 +76,11 @@ def export_metadata(**context: Any) -> dict[str, Any]:
         source_fernet_key=airflow_conf.get("core", "fernet_key", fallback=None),
         airflow_version=airflow.__version__,
         drain=Drain(**drain) if isinstance(drain, dict) else None,  # unknown keys fail here, before any work
+        # The pause workflow names the backup (its snapshot is stored under the same id).
+        backup_id=str(conf["backup_id"]) if conf.get("backup_id") else None,
     )
-    manifest = BackupEngine(_database(), open_store(location, kms_key_id=kms_key_id)).backup(request)
+    with _heartbeats(conf):
+        manifest = BackupEngine(_database(), open_store(location, kms_key_id=kms_key_id)).backup(request)
     return {
         "backup_id": manifest.backup_id,
         "environment": manifest.environment,
@@ -84,9 +91,6 @@ def export_metadata(**context: Any) -> dict[str, Any]:
 
 
 def import_metadata(**context: Any) -> dict[str, Any]:
-    from airflow.configuration import conf as airflow_conf
-
-    from mwaa_control.metadata.restore import RestoreEngine, RestoreRequest
     from mwaa_control.metadata.store import open_store
 
     conf = context["dag_run"].conf or {}
@@ -96,7 +100,25 @@ def import_metadata(**context: Any) -> dict[str, Any]:
     backup_id = conf.get("backup_id")
     if not backup_id:
         raise ValueError("the run conf needs backup_id (the workflow passes the one its export made)")
-    report = RestoreEngine(_database(), store).restore(
+    with _heartbeats(conf):
+        report = _restore(store, environment, backup_id, kms_key_id, conf)
+    return {
+        "backup_id": backup_id,
+        "source_environment": str(conf.get("source_environment") or environment),
+        "status": report.status,
+        "inserted": sum(t.inserted for t in report.tables),
+        "matched": sum(t.matched for t in report.tables),
+        "restore_id": report.restore_id,
+        "verified": report.verified,
+    }
+
+
+def _restore(store: Any, environment: str, backup_id: str, kms_key_id: str, conf: dict[str, Any]) -> Any:
+    from airflow.configuration import conf as airflow_conf
+
+    from mwaa_control.metadata.restore import RestoreEngine, RestoreRequest
+
+    return RestoreEngine(_database(), store).restore(
         RestoreRequest(
             environment=environment,
             backup_id=backup_id,
@@ -109,14 +131,19 @@ def import_metadata(**context: Any) -> dict[str, Any]:
             accept_unverifiable_fernet_key=True,
         )
     )
-    return {
-        "backup_id": backup_id,
-        "source_environment": str(conf.get("source_environment") or environment),
-        "status": report.status,
-        "inserted": sum(t.inserted for t in report.tables),
-        "matched": sum(t.matched for t in report.tables),
-        "restore_id": report.restore_id,
-    }
+
+
+@contextmanager
+def _heartbeats(conf: dict[str, Any]) -> Iterator[None]:
+    """Keeps the waiting workflow step alive while the work runs (its HeartbeatSeconds)."""
+    from mwaa_control.airflow.callback import from_conf
+
+    callback = from_conf(conf)
+    if callback is None:
+        yield
+        return
+    with callback.heartbeats(every=HEARTBEAT_SECONDS):
+        yield
 
 
 def report_result(task: str, **context: Any) -> None:

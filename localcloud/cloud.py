@@ -154,6 +154,15 @@ class LocalCloud:
             self.physical[logical_id] = self.client("sns").create_topic(Name=f"{self.stack_name}-{logical_id}")[
                 "TopicArn"
             ]
+        # The metadata bucket and the key that wraps backups' and snapshots' data keys (pause/resume).
+        for logical_id in resources_of_type(self.template, "AWS::S3::Bucket"):
+            name = f"{self.stack_name}-{logical_id}-{self.account}".lower()
+            self.client("s3").create_bucket(Bucket=name)
+            self.physical[logical_id] = name
+        for logical_id in resources_of_type(self.template, "AWS::KMS::Key"):
+            self.physical[logical_id] = self.client("kms").create_key(Description=f"{self.stack_name} {logical_id}")[
+                "KeyMetadata"
+            ]["Arn"]
 
     def resolve(self, value: Any) -> str:
         """Resolve the intrinsic functions template environment variables use."""
@@ -185,6 +194,8 @@ class LocalCloud:
             resource_type = self.template["Resources"][logical_id]["Type"]
             if resource_type == "AWS::Serverless::Function" and attribute == "Arn":
                 return f"arn:aws:lambda:{self.region}:{self.account}:function:{logical_id}"
+            if resource_type == "AWS::KMS::Key" and attribute == "Arn":
+                return self.physical[logical_id]
         raise ValueError(f"local cloud cannot resolve {value!r}")
 
     def _deploy_state_machines(self) -> None:

@@ -204,6 +204,15 @@ def _sam_policy_template(renderer: Renderer, name: str, args: dict[str, Any]) ->
                 "Resource": f"arn:{d.partition}:sns:{d.region}:{d.account}:{topic}",
             }
         ]
+    if name == "EventBridgePutEventsPolicy":
+        bus = renderer.render(args["EventBusName"])
+        return [
+            {
+                "Effect": "Allow",
+                "Action": "events:PutEvents",
+                "Resource": f"arn:{d.partition}:events:{d.region}:{d.account}:event-bus/{bus}",
+            }
+        ]
     raise ValueError(f"SAM policy template {name} is not known to the local IAM")
 
 

@@ -13,7 +13,11 @@ from mwaa_control.airflow.rest import MwaaRest
 from mwaa_control.endpoints.ec2 import Ec2EndpointNetwork
 from mwaa_control.endpoints.registry import DynamoDbEndpointRegistry
 from mwaa_control.endpoints.service import EndpointService
-from mwaa_control.settings import EndpointSettings
+from mwaa_control.metadata.sealing import KmsKeyService
+from mwaa_control.metadata.store import S3Store
+from mwaa_control.pause.service import LifecycleService, LifecycleSettings
+from mwaa_control.pause.state import PauseStateTable
+from mwaa_control.settings import EndpointSettings, LifecycleEnvironment
 
 
 def endpoint_service(settings: EndpointSettings) -> EndpointService:
@@ -51,4 +55,47 @@ def airflow_client(environment: str, *, region: str | None = None, mwaa: Any = N
         MwaaRest(mwaa, environment),
         environment=environment,
         airflow_version=version,
+    )
+
+
+def _execution_running(sfn: Any) -> Any:
+    def running(execution_arn: str) -> bool:
+        try:
+            return str(sfn.describe_execution(executionArn=execution_arn)["status"]) == "RUNNING"
+        except sfn.exceptions.ExecutionDoesNotExist:
+            return False
+
+    return running
+
+
+def pause_state(settings: LifecycleEnvironment) -> PauseStateTable:
+    return PauseStateTable(
+        client("dynamodb", region=settings.region),
+        settings.state_table_name,
+        execution_running=_execution_running(client("stepfunctions", region=settings.region)),
+    )
+
+
+def lifecycle_service(settings: LifecycleEnvironment) -> LifecycleService:
+    region = settings.region
+    mwaa = client("mwaa", region=region)
+    network = Ec2EndpointNetwork(client("ec2", region=region), deployment_id=settings.deployment_id, region=region)
+
+    def managed_endpoints(environment_arn: str) -> list[str]:
+        return [e.endpoint_id for e in network.managed_endpoints(environment_arn) if e.state.lower() != "deleted"]
+
+    def set_paused(environment: str, dag_id: str, paused: bool) -> None:
+        airflow_client(environment, region=region, mwaa=mwaa).set_paused(dag_id, paused)
+
+    return LifecycleService(
+        mwaa=mwaa,
+        state=pause_state(settings),
+        store=S3Store(client("s3", region=region), settings.metadata_bucket, kms_key_id=settings.metadata_key_arn),
+        keys=KmsKeyService(client("kms", region=region), settings.metadata_key_arn),
+        tasks=client("stepfunctions", region=region),
+        settings=LifecycleSettings(
+            bucket=settings.metadata_bucket, kms_key_id=settings.metadata_key_arn, partition=settings.partition
+        ),
+        managed_endpoints=managed_endpoints,
+        set_paused=set_paused,
     )

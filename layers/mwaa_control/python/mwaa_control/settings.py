@@ -108,3 +108,31 @@ class EndpointSettings(BaseModel):
             lock_lease_seconds=int(env.get("LOCK_LEASE_SECONDS", "45")),
             lock_wait_seconds=float(env.get("LOCK_WAIT_SECONDS", "60")),
         )
+
+
+class LifecycleEnvironment(BaseModel):
+    """Settings of the pause/resume functions (on top of the deployment's common ones)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    deployment_id: str = Field(min_length=1, max_length=128)
+    state_table_name: str = Field(min_length=3)
+    region: str
+    partition: str = Field(default="aws", pattern=rf"^{PARTITION}$")
+    account_id: str = Field(pattern=r"^\d{12}$")
+    metadata_bucket: str = Field(min_length=3, max_length=63)
+    metadata_key_arn: str = Field(min_length=1, description="KMS key that wraps backups' and snapshots' data keys")
+
+    @classmethod
+    def from_env(cls) -> Self:
+        env = os.environ
+        region = env.get("AWS_REGION") or env["AWS_DEFAULT_REGION"]
+        return cls(
+            deployment_id=env["DEPLOYMENT_ID"],
+            state_table_name=env["LOCK_TABLE_NAME"],
+            region=region,
+            partition=env.get("AWS_PARTITION") or partition_of(region),
+            account_id=env["ACCOUNT_ID"],
+            metadata_bucket=env["METADATA_BUCKET"],
+            metadata_key_arn=env["METADATA_KEY_ARN"],
+        )

@@ -23,8 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -194,6 +196,28 @@ class Callback:
 
     def heartbeat(self) -> None:
         self._tasks().send_heartbeat(self._resolve())
+
+    @contextmanager
+    def heartbeats(self, every: float = 120.0) -> Iterator[None]:
+        """Heartbeats from a background thread while the block runs, so a workflow step with
+        HeartbeatSeconds sees a long task alive and a dead one (no heartbeats) fail in time.
+        A heartbeat that fails is logged and retried at the next beat, never raised into the work."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(every):
+                try:
+                    self.heartbeat()
+                except Exception as error:  # the work decides the outcome, not a missed beat
+                    log.warning("heartbeat not sent (%s)", type(error).__name__)
+
+        thread = threading.Thread(target=beat, name="mwaa-control-heartbeats", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
 
     def _resolve(self) -> str:
         if self._token is not None:

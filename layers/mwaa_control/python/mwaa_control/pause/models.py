@@ -1,0 +1,200 @@
+"""What the pause and resume workflows pass between their steps, and what the state table keeps.
+
+Every step is one Lambda action: the state machine passes names and ids only (never the snapshot's
+configuration options, never a task token in a result), so execution history holds no secret."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mwaa_control.airflow.callback import ENVIRONMENT_NAME
+
+OPT_IN_TAG = "mwaa-control:pause-resume"
+"""An environment may be paused (deleted) only when it carries this tag with OPT_IN_VALUE; IAM
+enforces the same on airflow:DeleteEnvironment with aws:ResourceTag."""
+OPT_IN_VALUE = "enabled"
+EXPORT_DAG_ID = "mwaa_control_metadata_export"
+IMPORT_DAG_ID = "mwaa_control_metadata_import"
+
+EnvironmentName = Annotated[str, Field(pattern=ENVIRONMENT_NAME)]
+BackupId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+ExecutionArn = Annotated[str, Field(pattern=r"^arn:[a-z-]+:states:[a-z0-9-]+:\d{12}:execution:[^\s]{1,200}$")]
+TaskToken = Annotated[str, Field(min_length=1, max_length=2048, repr=False)]
+
+
+class Operation(StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+
+
+class Phase(StrEnum):
+    """Where an environment is in its pause/resume life, as the state table records it."""
+
+    ACTIVE = "ACTIVE"
+    PAUSING = "PAUSING"
+    PAUSED = "PAUSED"
+    RESUMING = "RESUMING"
+    PAUSE_FAILED = "PAUSE_FAILED"
+    """The pause stopped before the environment was deleted; it runs as before."""
+    RESUME_FAILED = "RESUME_FAILED"
+    """The resume stopped; the backup it used is intact and a re-run picks it up."""
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"
+    """A step failed after the environment was deleted or while it was being created: look first."""
+
+
+class _Step(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    environment: EnvironmentName
+    execution: ExecutionArn
+
+
+class DrainOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timeout: float = Field(default=1800, ge=0, le=6 * 3600)
+    poll: float = Field(default=15, gt=0, le=300)
+    on_timeout: Literal["abort", "proceed"] = "abort"
+
+
+class PreparePause(_Step):
+    action: Literal["prepare_pause"]
+    started_at: datetime
+    """The execution's start time: with its ARN, it names the backup (a retried step reuses it)."""
+    drain: DrainOptions = Field(default_factory=DrainOptions)
+
+
+class VerifyBackup(_Step):
+    action: Literal["verify_backup"]
+    backup_id: BackupId
+
+
+class DeleteAndWait(_Step):
+    action: Literal["delete_and_wait"]
+    backup_id: BackupId
+    task_token: TaskToken
+
+
+class CheckStatus(_Step):
+    action: Literal["check_status"]
+    target: Literal["AVAILABLE", "DELETED"]
+
+
+class FinishPause(_Step):
+    action: Literal["finish_pause"]
+    backup_id: BackupId
+
+
+class PrepareResume(_Step):
+    action: Literal["prepare_resume"]
+    backup_id: BackupId | None = None
+    """None: the last backup a pause of this environment verified (never merely the newest)."""
+
+
+class CreateAndWait(_Step):
+    action: Literal["create_and_wait"]
+    backup_id: BackupId
+    task_token: TaskToken
+
+
+class FinishResume(_Step):
+    action: Literal["finish_resume"]
+    backup_id: BackupId
+    restore: dict[str, Any] = Field(default_factory=dict)
+
+
+class Abandon(_Step):
+    """A failure path: put back what can be put back, record why, release the lock."""
+
+    action: Literal["abandon"]
+    operation: Operation
+    stage: str = Field(max_length=100)
+    backup_id: BackupId | None = None
+    error: dict[str, Any] | None = None
+
+
+LifecycleAction = Annotated[
+    PreparePause
+    | VerifyBackup
+    | DeleteAndWait
+    | CheckStatus
+    | FinishPause
+    | PrepareResume
+    | CreateAndWait
+    | FinishResume
+    | Abandon,
+    Field(discriminator="action"),
+]
+
+
+class LifecycleEvent(BaseModel):
+    step: LifecycleAction
+
+
+class PausePlan(BaseModel):
+    environment: str
+    backup_id: str
+    airflow_version: str
+    export_dag_id: str = EXPORT_DAG_ID
+    export_conf: dict[str, Any]
+    snapshot_notes: list[str] = Field(default_factory=list)
+
+
+class VerifiedBackup(BaseModel):
+    environment: str
+    backup_id: str
+    tables: int
+    rows: int
+    files: int
+    bytes: int
+    authentication: str
+    snapshot: str
+    drained: bool
+    in_flight: int
+
+
+class StatusCheck(BaseModel):
+    environment: str
+    target: str
+    status: str
+    reached: bool
+
+
+class ResumePlan(BaseModel):
+    environment: str
+    backup_id: str
+    airflow_version: str
+    import_dag_id: str = IMPORT_DAG_ID
+    import_conf: dict[str, Any]
+
+
+class Finished(BaseModel):
+    environment: str
+    operation: Operation
+    phase: Phase
+    backup_id: str | None
+    message: str
+    creation_seconds: float | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+class EnvironmentRecord(BaseModel):
+    """`environment#<name>` in the state table."""
+
+    environment: str
+    phase: Phase
+    updated_at: datetime
+    last_good_backup_id: str | None = None
+    """The newest backup a pause verified before deleting: what resume restores. Never moved back
+    to an unverified backup, so a failed resume followed by a pause cannot replace it with the
+    backup of an empty environment."""
+    pending_backup_id: str | None = None
+    """The backup the running pause or resume works with."""
+    verified_backup_id: str | None = None
+    """The pending backup once the running pause verified it (delete requires it)."""
+    message: str = ""
+    creation_started_at: datetime | None = None
+    creation_seconds: list[float] = Field(default_factory=list)
+    """How long the last creations took (newest last), for schedules that must resume early enough."""

@@ -1,0 +1,417 @@
+"""Pause (snapshot, back up, verify, delete) and resume (create identically, restore) of one MWAA
+environment, one step per call: the state machines in statemachines/pause and statemachines/resume
+sequence these steps, retry them and route their failures to `abandon`.
+
+Guardrails, each enforced here and not only by the state machine's order:
+- nothing is deleted unless the environment opted in (tag; IAM checks the same on DeleteEnvironment),
+  this execution holds the environment's operation lock, and this execution's backup and snapshot
+  were verified (the state record names them);
+- a backup becomes the one resume uses only after it was verified, and only by the pause that
+  deleted the environment; backups are never overwritten or deleted here;
+- a resume creates the environment from an authenticated snapshot, adopts an existing one only if
+  its configuration maps to the same request, and restores the backup the record names."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from mwaa_control.errors import ControlPlaneError
+from mwaa_control.metadata.errors import MetadataError
+from mwaa_control.metadata.manifest import PAUSE_STATES, backup_prefix
+from mwaa_control.metadata.sealing import KeyService
+from mwaa_control.metadata.store import BackupStore
+from mwaa_control.pause import snapshot as snapshots
+from mwaa_control.pause.integrity import verify_for_deletion
+from mwaa_control.pause.models import (
+    OPT_IN_TAG,
+    OPT_IN_VALUE,
+    Abandon,
+    CheckStatus,
+    CreateAndWait,
+    DeleteAndWait,
+    Finished,
+    FinishPause,
+    FinishResume,
+    Operation,
+    PausePlan,
+    Phase,
+    PreparePause,
+    PrepareResume,
+    ResumePlan,
+    StatusCheck,
+    VerifiedBackup,
+    VerifyBackup,
+)
+from mwaa_control.pause.state import PauseStateTable
+from mwaa_control.pause.waits import GONE, TaskReports, complete
+
+
+class PauseRefused(ControlPlaneError):
+    """The environment cannot be paused or resumed as asked; nothing was changed."""
+
+
+class EnvironmentBusy(ControlPlaneError):
+    """The environment is in a transitional status; the workflow retries later."""
+
+
+class EnvironmentConflict(ControlPlaneError):
+    """An environment with this name exists with another configuration than the snapshot's."""
+
+
+class EndpointsRemain(ControlPlaneError):
+    """Endpoints this stack created for the environment still exist (the endpoint automation is
+    removing them); the workflow retries."""
+
+
+class LockLost(ControlPlaneError):
+    """This execution no longer holds the environment's operation lock: it must not act."""
+
+
+TRANSITIONAL = ("CREATING", "UPDATING", "DELETING", "CREATING_SNAPSHOT", "ROLLING_BACK", "PENDING", "MAINTENANCE")
+
+
+@dataclass(frozen=True)
+class LifecycleSettings:
+    bucket: str
+    kms_key_id: str
+    partition: str = "aws"
+    creatable_versions: Collection[str] = field(default_factory=lambda: tuple(snapshots.CREATABLE_AIRFLOW_VERSIONS))
+
+
+def backup_id_for(execution: str, started_at: datetime) -> str:
+    """One backup id per execution (a retried step finds the same one), sortable by time."""
+    moment = started_at.astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%SZ}-{hashlib.sha256(execution.encode()).hexdigest()[:8]}"
+
+
+class LifecycleService:
+    def __init__(
+        self,
+        *,
+        mwaa: Any,
+        state: PauseStateTable,
+        store: BackupStore,
+        keys: KeyService,
+        tasks: TaskReports,
+        settings: LifecycleSettings,
+        managed_endpoints: Callable[[str], list[str]],
+        set_paused: Callable[[str, str, bool], None],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        """`managed_endpoints(environment_arn)`: ids of endpoints this stack created for it that
+        still exist. `set_paused(environment, dag_id, paused)`: through the environment's Airflow."""
+        self._mwaa = mwaa
+        self._state = state
+        self._store = store
+        self._keys = keys
+        self._tasks = tasks
+        self._settings = settings
+        self._managed_endpoints = managed_endpoints
+        self._set_paused = set_paused
+        self._clock = clock
+
+    # --- MWAA ------------------------------------------------------------------------------------
+    def _get(self, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._mwaa.get_environment(Name=name)["Environment"])
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return None
+            raise
+
+    def _tags(self, environment: Mapping[str, Any]) -> dict[str, str]:
+        return dict(self._mwaa.list_tags_for_resource(ResourceArn=environment["Arn"]).get("Tags") or {})
+
+    def _status(self, name: str) -> str:
+        found = self._get(name)
+        return GONE if found is None else str(found["Status"])
+
+    def _require_lock(self, environment: str, execution: str) -> None:
+        if not self._state.holds(environment, execution):
+            raise LockLost(f"{environment}: this execution does not hold the operation lock; nothing was changed")
+
+    def _location(self) -> str:
+        return f"s3://{self._settings.bucket}"
+
+    # --- pause -----------------------------------------------------------------------------------
+    def prepare_pause(self, step: PreparePause) -> PausePlan:
+        name = step.environment
+        environment = self._get(name)
+        if environment is None:
+            raise PauseRefused(f"{name} does not exist; nothing to pause")
+        tags = self._tags(environment)
+        if tags.get(OPT_IN_TAG) != OPT_IN_VALUE:
+            raise PauseRefused(
+                f"{name} has not opted in to pause/resume (tag {OPT_IN_TAG}={OPT_IN_VALUE}); nothing was changed"
+            )
+        version = str(environment.get("AirflowVersion", ""))
+        if not snapshots.creatable(version, self._settings.creatable_versions):
+            raise PauseRefused(
+                f"{name} runs Airflow {version}, which MWAA no longer creates: once deleted it could not be "
+                "resumed unchanged. Upgrade it first; nothing was changed"
+            )
+        if not version.startswith("2."):
+            raise PauseRefused(
+                f"{name} runs Airflow {version}: pausing Airflow 3 environments is not supported yet (their run "
+                "history cannot be restored through the REST API); nothing was changed"
+            )
+        status = str(environment["Status"])
+        if status != "AVAILABLE":
+            raise PauseRefused(f"{name} is {status}; only an AVAILABLE environment is paused")
+        self._state.acquire(name, Operation.PAUSE, step.execution)
+        backup_id = backup_id_for(step.execution, step.started_at)
+        try:
+            snapshot = snapshots.take_snapshot(environment, tags, self._keys, backup_id, taken_at=self._clock())
+            snapshots.save_snapshot(self._store, self._keys, snapshot, backup_id)
+        except snapshots.SnapshotExists:
+            # A retry of this step (same execution, same backup id): the one already written stands.
+            snapshot, _ = snapshots.load_snapshot(self._store, self._keys, name, backup_id)
+        self._state.update(name, phase=Phase.PAUSING, pending_backup_id=backup_id, verified_backup_id=None, message="")
+        drain = {**step.drain.model_dump(), "leave_paused": True}
+        return PausePlan(
+            environment=name,
+            backup_id=backup_id,
+            airflow_version=version,
+            export_conf={
+                "environment": name,
+                "location": self._location(),
+                "kms_key_id": self._settings.kms_key_id,
+                "backup_id": backup_id,
+                "drain": drain,
+            },
+            snapshot_notes=list(snapshot.notes),
+        )
+
+    def verify_backup(self, step: VerifyBackup) -> VerifiedBackup:
+        self._require_lock(step.environment, step.execution)
+        verified = verify_for_deletion(self._store, self._keys, step.environment, step.backup_id)
+        snapshot, _ = snapshots.load_snapshot(self._store, self._keys, step.environment, step.backup_id)
+        self._state.update(step.environment, verified_backup_id=step.backup_id)
+        return verified.model_copy(update={"snapshot": f"authenticated, Airflow {snapshot.airflow_version}"})
+
+    def delete_and_wait(self, step: DeleteAndWait) -> dict[str, Any]:
+        name = step.environment
+        self._require_lock(name, step.execution)
+        record = self._state.record(name)
+        if record is None or record.pending_backup_id != step.backup_id or record.verified_backup_id != step.backup_id:
+            raise PauseRefused(f"{name}: backup {step.backup_id} was not verified by this pause; nothing is deleted")
+        environment = self._get(name)
+        self._state.park(name, GONE, step.task_token, step.execution)
+        if environment is not None and environment["Status"] not in ("DELETING", GONE):
+            tags = self._tags(environment)
+            if tags.get(OPT_IN_TAG) != OPT_IN_VALUE:
+                self._state.unpark(name, step.task_token)
+                raise PauseRefused(f"{name} no longer carries {OPT_IN_TAG}={OPT_IN_VALUE}; it was not deleted")
+            self._mwaa.delete_environment(Name=name)
+        # The event may have come and gone before the token was parked: decide once from the truth.
+        complete(self._state, self._tasks, name, self._status(name))
+        return {"environment": name, "waiting_for": GONE}
+
+    def check_status(self, step: CheckStatus) -> StatusCheck:
+        """The fallback for lost events: one read after the wait timed out."""
+        status = self._status(step.environment)
+        reached = status == step.target
+        if not reached and step.target == "AVAILABLE" and status in ("CREATE_FAILED", GONE):
+            raise EnvironmentBusy(f"{step.environment} is {status}, it will not become AVAILABLE")
+        return StatusCheck(environment=step.environment, target=step.target, status=status, reached=reached)
+
+    def finish_pause(self, step: FinishPause) -> Finished:
+        name = step.environment
+        self._require_lock(name, step.execution)
+        taken = snapshots.load_snapshot(self._store, self._keys, name, step.backup_id)[0]
+        arn = f"arn:{self._settings.partition}:airflow:{taken.region}:{taken.account}:environment/{name}"
+        remaining = self._managed_endpoints(arn)
+        if remaining:
+            raise EndpointsRemain(f"{name}: endpoints {remaining} this stack created still exist")
+        self._state.update(
+            name,
+            phase=Phase.PAUSED,
+            last_good_backup_id=step.backup_id,
+            pending_backup_id=None,
+            message=f"paused; backup {step.backup_id}",
+        )
+        self._state.release(name, step.execution)
+        return Finished(
+            environment=name,
+            operation=Operation.PAUSE,
+            phase=Phase.PAUSED,
+            backup_id=step.backup_id,
+            message=f"{name} is paused: deleted after backup {step.backup_id} was verified",
+        )
+
+    # --- resume ----------------------------------------------------------------------------------
+    def prepare_resume(self, step: PrepareResume) -> ResumePlan:
+        name = step.environment
+        record = self._state.record(name)
+        backup_id = step.backup_id or (record.last_good_backup_id if record else None)
+        if backup_id is None:
+            raise PauseRefused(f"{name} has no verified backup from a pause; give a backup id to resume from")
+        if record is not None and record.phase in (Phase.ACTIVE, Phase.PAUSING) and step.backup_id is None:
+            existing = self._get(name)
+            if existing is not None and existing["Status"] == "AVAILABLE" and record.phase == Phase.ACTIVE:
+                raise PauseRefused(f"{name} is not paused (phase {record.phase}); nothing to resume")
+        existing = self._get(name)
+        if existing is not None and existing["Status"] in ("DELETING",):
+            raise EnvironmentBusy(f"{name} is {existing['Status']}; resume waits until it is gone")
+        self._state.acquire(name, Operation.RESUME, step.execution)
+        snapshot, _ = snapshots.load_snapshot(self._store, self._keys, name, backup_id)
+        if not snapshots.creatable(snapshot.airflow_version, self._settings.creatable_versions):
+            raise PauseRefused(
+                f"{name} was paused on Airflow {snapshot.airflow_version}, which MWAA no longer creates; "
+                f"backup {backup_id} is intact (restore it into an environment of a newer version)"
+            )
+        verify_for_deletion(self._store, self._keys, name, backup_id)
+        self._state.update(name, phase=Phase.RESUMING, pending_backup_id=backup_id, message="")
+        return ResumePlan(
+            environment=name,
+            backup_id=backup_id,
+            airflow_version=snapshot.airflow_version,
+            import_conf={
+                "environment": name,
+                "location": self._location(),
+                "kms_key_id": self._settings.kms_key_id,
+                "backup_id": backup_id,
+            },
+        )
+
+    def create_and_wait(self, step: CreateAndWait) -> dict[str, Any]:
+        name = step.environment
+        self._require_lock(name, step.execution)
+        _, request = snapshots.load_snapshot(self._store, self._keys, name, step.backup_id)
+        existing = self._get(name)
+        self._state.park(name, "AVAILABLE", step.task_token, step.execution)
+        if existing is not None:
+            if existing["Status"] == "CREATE_FAILED":
+                self._state.unpark(name, step.task_token)
+                raise EnvironmentConflict(f"{name} exists in CREATE_FAILED; it must be deleted before a resume")
+            differing = snapshots.differences(request, existing, self._tags(existing))
+            if differing:
+                self._state.unpark(name, step.task_token)
+                raise EnvironmentConflict(
+                    f"{name} already exists with another configuration ({'; '.join(differing)}); "
+                    f"it was left alone and backup {step.backup_id} is intact"
+                )
+        else:
+            self._state.update(name, creation_started_at=self._clock())
+            self._mwaa.create_environment(Name=name, **request)
+        complete(self._state, self._tasks, name, self._status(name))
+        return {"environment": name, "waiting_for": "AVAILABLE", "adopted": existing is not None}
+
+    def finish_resume(self, step: FinishResume) -> Finished:
+        name = step.environment
+        self._require_lock(name, step.execution)
+        record = self._state.record(name)
+        durations = list(record.creation_seconds) if record else []
+        took: float | None = None
+        if record is not None and record.creation_started_at is not None:
+            took = (self._clock() - record.creation_started_at).total_seconds()
+            durations.append(took)
+        self._state.update(
+            name,
+            phase=Phase.ACTIVE,
+            pending_backup_id=None,
+            creation_started_at=None,
+            creation_seconds=durations,
+            message=f"resumed from backup {step.backup_id}",
+        )
+        self._state.release(name, step.execution)
+        return Finished(
+            environment=name,
+            operation=Operation.RESUME,
+            phase=Phase.ACTIVE,
+            backup_id=step.backup_id,
+            message=f"{name} is resumed from backup {step.backup_id}",
+            creation_seconds=took,
+        )
+
+    # --- failure paths ----------------------------------------------------------------------------
+    def abandon(self, step: Abandon) -> Finished:
+        name = step.environment
+        reason = _reason(step.error)
+        if not self._state.holds(name, step.execution):
+            # Refused before the lock was ours (another operation runs): touch nothing of theirs.
+            return Finished(
+                environment=name,
+                operation=step.operation,
+                phase=Phase.NEEDS_ATTENTION if step.stage != "prepare" else Phase.ACTIVE,
+                backup_id=step.backup_id,
+                message=f"{step.operation.value} of {name} failed at {step.stage}: {reason}",
+            )
+        environment = self._get(name)
+        warnings: list[str] = []
+        if step.operation is Operation.PAUSE:
+            if environment is not None and environment["Status"] == "AVAILABLE":
+                warnings += self._put_pause_states_back(name, step.backup_id)
+                phase = Phase.PAUSE_FAILED
+            elif environment is None:
+                record = self._state.record(name)
+                verified = (
+                    step.backup_id is not None and record is not None and record.verified_backup_id == step.backup_id
+                )
+                phase = Phase.PAUSED if verified else Phase.NEEDS_ATTENTION
+                if verified and step.backup_id:
+                    self._state.update(name, last_good_backup_id=step.backup_id)
+            else:
+                phase = Phase.NEEDS_ATTENTION
+        else:
+            phase = Phase.RESUME_FAILED
+            if environment is not None and environment["Status"] == "CREATE_FAILED":
+                # Made from the snapshot and never restored into: it holds nothing. Deleting it lets a
+                # re-run create it again; the backup stays.
+                self._mwaa.delete_environment(Name=name)
+                warnings.append(f"{name} was CREATE_FAILED and has been deleted so that a re-run can create it")
+        message = f"{step.operation.value} of {name} failed at {step.stage}: {reason}"
+        self._state.update(name, phase=phase, message=message[:1000])
+        self._state.release(name, step.execution)
+        return Finished(
+            environment=name,
+            operation=step.operation,
+            phase=phase,
+            backup_id=step.backup_id,
+            message=message,
+            warnings=warnings,
+        )
+
+    def _put_pause_states_back(self, name: str, backup_id: str | None) -> list[str]:
+        """Unpause the DAGs the drain paused (the states it wrote before pausing anything)."""
+        if backup_id is None:
+            return []
+        key = f"{backup_prefix(name, backup_id)}/{PAUSE_STATES}"
+        try:
+            if not self._store.exists(key):
+                return []
+            original = json.loads(self._store.get_bytes(key))
+        except (MetadataError, ClientError, ValueError) as error:
+            return [f"could not read the pause states the drain recorded: {type(error).__name__}"]
+        if not isinstance(original, dict):
+            return ["the recorded pause states are not an object; no DAG was unpaused"]
+        failed: list[str] = []
+        for dag_id, paused in sorted(original.items()):
+            if paused is False:
+                try:
+                    self._set_paused(name, str(dag_id), False)
+                except (ControlPlaneError, ClientError):
+                    failed.append(str(dag_id))
+        return [f"could not unpause {len(failed)} DAGs: {', '.join(failed[:20])}"] if failed else []
+
+
+def _reason(error: Mapping[str, Any] | None) -> str:
+    if not error:
+        return "unknown error"
+    kind = str(error.get("Error", "error"))
+    cause = error.get("Cause")
+    if isinstance(cause, str):
+        try:
+            parsed = json.loads(cause)
+            if isinstance(parsed, dict) and "errorMessage" in parsed:
+                cause = parsed["errorMessage"]
+        except ValueError:
+            pass
+    return f"{kind}: {str(cause or '')[:500]}"
