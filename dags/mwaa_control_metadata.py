@@ -21,7 +21,7 @@ prefix), so a restore cannot bring back a half-finished export.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any
 
@@ -161,6 +161,19 @@ def report_failure(context: dict[str, Any]) -> None:
     report(context)
 
 
+def report_work_failure(context: dict[str, Any]) -> None:
+    """The work task failed: the workflow gets the exception's type and message (the engine's
+    messages name tables, rows and ids, never values), not only "the run failed"."""
+    from mwaa_control.airflow.callback import CallbackError, from_conf
+
+    callback = from_conf(context["dag_run"].conf)
+    error = context.get("exception")
+    if callback is None or error is None:
+        return
+    with suppress(CallbackError):  # already reported (the DAG-level callback may run first)
+        callback.failure(type(error).__name__, str(error)[:4000])
+
+
 for dag_id, work, task_id in (
     (EXPORT_DAG_ID, export_metadata, "export_metadata"),
     (IMPORT_DAG_ID, import_metadata, "import_metadata"),
@@ -176,7 +189,7 @@ for dag_id, work, task_id in (
         tags=["mwaa-control"],
         doc_md=__doc__,
     ) as dag:
-        done = PythonOperator(task_id=task_id, python_callable=work, retries=0)
+        done = PythonOperator(task_id=task_id, python_callable=work, retries=0, on_failure_callback=report_work_failure)
         report = PythonOperator(
             task_id="report_to_workflow", python_callable=report_result, op_kwargs={"task": task_id}
         )

@@ -300,7 +300,9 @@ class LifecycleService:
                 )
         else:
             self._state.update(name, creation_started_at=self._clock())
-            self._mwaa.create_environment(Name=name, **request)
+            if request.get("Name") != name:  # load_snapshot refuses this too: never create another name
+                raise EnvironmentConflict(f"the snapshot of {name} would create {request.get('Name')!r}")
+            self._mwaa.create_environment(**request)
         complete(self._state, self._tasks, name, self._status(name))
         return {"environment": name, "waiting_for": "AVAILABLE", "adopted": existing is not None}
 
@@ -405,13 +407,15 @@ class LifecycleService:
 def _reason(error: Mapping[str, Any] | None) -> str:
     if not error:
         return "unknown error"
-    kind = str(error.get("Error", "error"))
-    cause = error.get("Cause")
+    kind = str(error.get("Error") or error.get("error") or "error")
+    cause = error.get("Cause") or error.get("cause")
     if isinstance(cause, str):
         try:
             parsed = json.loads(cause)
             if isinstance(parsed, dict) and "errorMessage" in parsed:
                 cause = parsed["errorMessage"]
+            elif isinstance(parsed, dict) and "reason" in parsed:
+                cause = parsed["reason"]
         except ValueError:
             pass
     return f"{kind}: {str(cause or '')[:500]}"
