@@ -33,7 +33,6 @@ from localcloud.airflow.seed_matrix import prepare_target, seed_source
 from localcloud.postgres import PostgresServer
 from mwaa_control.metadata.backup import BackupEngine, BackupRequest
 from mwaa_control.metadata.database import open_database
-from mwaa_control.metadata.errors import RestoreRefused, UnsafePickle
 from mwaa_control.metadata.manifest import backup_prefix
 from mwaa_control.metadata.restore import RESTORED_ROLES, RestoreEngine, RestoreRequest
 from mwaa_control.metadata.sealing import KmsKeyService
@@ -47,24 +46,6 @@ DIALECTS = ["sqlite", "postgresql"]
 OUT = ROOT / "build" / "matrix"
 TABLE = ROOT / "build" / "matrix.md"
 ENVIRONMENT = "etl-prod"
-
-# Cells that fail for an engine bug whose cause is confirmed (release, dialect) -> reason. Another
-# developer is fixing restore into non-empty targets; these must start passing then (strict).
-_PENDULUM_2 = (
-    "pickles.py refuses Airflow 2.7's pickled run conf holding a zoned pendulum 2 DateTime (2.7 needs pendulum<3):"
-    " pendulum 2 pickles the whole Timezone, ~300 transitions each referencing the previous one, deeper than"
-    " the restricted loader's 1000 levels (UnsafePickle 'nested too deep')"
-)
-_BUNDLE_NAME = (
-    "Airflow 3.3 makes dag.bundle_name NOT NULL (a foreign key to dag_bundle, which the catalog derives and"
-    " never restores): restore.py's _remap refuses the non-nullable reference to a table it does not restore"
-)
-KNOWN_ENGINE_BUGS: dict[tuple[str, str], tuple[str, type[Exception]]] = {
-    ("2.7.2", "sqlite"): (_PENDULUM_2, UnsafePickle),
-    ("2.7.2", "postgresql"): (_PENDULUM_2, UnsafePickle),
-    ("3.3.1", "sqlite"): (_BUNDLE_NAME, RestoreRefused),
-    ("3.3.1", "postgresql"): (_BUNDLE_NAME, RestoreRefused),
-}
 
 
 @dataclass
@@ -106,11 +87,7 @@ def _cells() -> list[Any]:
     cells = []
     for release in RELEASES:
         for dialect in DIALECTS:
-            marks: list[Any] = [pytest.mark.matrix]
-            known = KNOWN_ENGINE_BUGS.get((release, dialect))
-            if known:  # only that error fails the cell as expected; anything else is a failure
-                marks.append(pytest.mark.xfail(strict=True, reason=known[0], raises=known[1]))
-            cells.append(pytest.param(release, dialect, marks=marks, id=f"{release}-{dialect}"))
+            cells.append(pytest.param(release, dialect, marks=[pytest.mark.matrix], id=f"{release}-{dialect}"))
     return cells
 
 

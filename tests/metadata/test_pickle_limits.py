@@ -260,3 +260,57 @@ def test_without_a_time_zone_database_zone_keys_are_still_checked_for_shape(monk
     check_pickle(pickle.dumps(datetime(2024, 1, 2, tzinfo=zoneinfo.ZoneInfo("Asia/Tokyo")), protocol=4), where="x")
     with pytest.raises(UnsafePickle, match="not a time zone key"):
         check_pickle(CRASHING["ZoneInfo of a path"], where="x")
+
+
+# --- pendulum 2's transition chains: flat in order, deep when nested --------------------------
+
+TRANSITION = b"cpendulum.tz.zoneinfo.transition\nTransition\n"
+PREVIOUS = b"X\x09\x00\x00\x00_previous"
+
+
+def _transitions(count: int, *, nested: bool) -> bytes:
+    """A protocol-2 list of `count` pendulum 2 Transitions, each one's `_previous` the one before,
+    as pendulum writes them (in order: the one before is a memo reference) or newest first (each
+    written inside the next, `count` levels deep)."""
+    body = b"\x80\x02" + TRANSITION + b"q\x00" + b"0"  # the class, memo 0, popped
+    state = b"}(" + PREVIOUS  # EMPTY_DICT MARK "_previous" ... SETITEMS BUILD
+    if nested:
+        chain = (b"h\x00)\x81" + state) * count + b"N" + b"ub" * count
+        return body + b"]" + chain + b"a."
+    body += b"](" + b"h\x00)\x81" + state + b"Nub" + b"r\x01\x00\x00\x00"  # the first, memo 1
+    for index in range(2, count + 1):
+        body += b"h\x00)\x81" + state + b"j" + (index - 1).to_bytes(4, "little") + b"ub"
+        body += b"r" + index.to_bytes(4, "little")
+    return body + b"e."
+
+
+def test_a_transition_chain_in_order_passes_and_nested_is_refused() -> None:
+    check_pickle(_transitions(5_000, nested=False), where="dag_run.conf")
+    with pytest.raises(UnsafePickle, match=r"dag_run\.conf: .*nested too deep"):
+        check_pickle(_transitions(5_000, nested=True), where="dag_run.conf")
+
+
+def test_a_deep_chain_in_a_time_zone_of_a_standard_datetime_is_refused() -> None:
+    """The stand-in zone of a standard datetime is walked too: a copier descends into it."""
+    chain = _transitions(2_000, nested=True)[2:-1]  # the list, without PROTO and STOP
+    zone = b"cpendulum.tz.timezone\nTimezone\n)\x81}(X\x0c\x00\x00\x00_transitions" + chain + b"ub"
+    when = b"\x80\x02cdatetime\ndatetime\n(M\xe8\x07K\x01K\x01K\x00K\x00K\x00K\x00" + zone + b"tR."
+    with pytest.raises(UnsafePickle, match="nested too deep"):
+        check_pickle(when, where="dag_run.conf")
+
+
+def _nested_lists(depth: int) -> bytes:
+    return b"]" * depth + b"a" * (depth - 1)
+
+
+def test_a_shared_subtree_is_measured_where_it_is_deepest() -> None:
+    """x (900 levels) met one level down and again 500 levels down, in either order: a JSON
+    encoder meets it 1400 levels down (RecursionError when Airflow renders the conf), however
+    shallow it was met first."""
+    x = _nested_lists(900) + b"\x94"  # memo 0
+    shallow_first = b"\x80\x04]" + x + b"a" + b"]" * 500 + b"h\x00" + b"a" * 501 + b"."
+    deep_first = b"\x80\x04]" + b"]" * 500 + x + b"a" * 501 + b"h\x00a."
+    for blob in (shallow_first, deep_first):
+        with pytest.raises(UnsafePickle, match="nested too deep"):
+            check_pickle(blob, where="dag_run.conf")
+    check_pickle(b"\x80\x04]" + x + b"a" + b"]" * 50 + b"h\x00" + b"a" * 51 + b".", where="dag_run.conf")

@@ -4,11 +4,13 @@ the standard unpickler."""
 
 from __future__ import annotations
 
+import base64
 import decimal
 import json
 import os
 import pickle
 import subprocess
+import zlib
 import zoneinfo
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -111,6 +113,19 @@ def test_pendulum_2_pickles_pass() -> None:
     assert set(recorded["pickles"]) == {"0", "2", "4", "5"}
     for protocol, blob in recorded["pickles"].items():
         check_pickle(bytes.fromhex(blob), where=f"pendulum 2, protocol {protocol}")
+
+
+def test_pendulum_2_zones_with_their_transition_chains_pass() -> None:
+    """What Airflow 2.7 (pendulum 2) writes for a conf holding zoned times: every zone pickled with
+    its whole transition table, ~1000 transitions for Europe/Paris, each referencing the previous
+    one. Met in order the chain is one level deep for whatever copies the value; it was refused as
+    1000 levels deep, which stopped every restore of a 2.7 environment with such a run."""
+    recorded = json.loads((DATA / "pendulum2_pickles.json").read_text())["zoned"]
+    assert set(recorded["pickles"]) == {"0", "2", "4"}
+    for protocol, blob in recorded["pickles"].items():
+        data = zlib.decompress(base64.b64decode(blob))
+        assert data.count(b"Transition") >= 1 and len(data) > 100_000
+        check_pickle(data, where=f"pendulum 2, protocol {protocol}")
 
 
 PLAIN: list[Any] = [

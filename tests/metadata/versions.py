@@ -1,5 +1,5 @@
 """The metadata schema of each Airflow release, as its own SQLAlchemy models declare it: tables,
-columns (with whether each is an integer), primary keys and declared foreign keys. Dumped in a
+columns (with whether each is an integer and nullable), primary keys and declared foreign keys. Dumped in a
 subprocess of the release's virtualenv (Airflow cannot be imported here), cached as small JSON
 fixtures under tests/metadata/data/, and checked against the catalog's references."""
 
@@ -40,7 +40,11 @@ for table in sorted(Base.metadata.tables.values(), key=lambda t: t.name):
             integer = python_type is int
         except NotImplementedError:
             integer = isinstance(column.type, sa.Integer)
-        columns.append({"name": column.name, "integer": bool(integer and not isinstance(column.type, sa.Boolean))})
+        columns.append({
+            "name": column.name,
+            "integer": bool(integer and not isinstance(column.type, sa.Boolean)),
+            "nullable": bool(column.nullable),
+        })
     # target_fullname, not fk.column: the referred table (ab_user) may not be imported.
     foreign_keys = sorted(
         {(fk.parent.name, *fk.target_fullname.rsplit(".", 1)) for fk in table.foreign_keys}

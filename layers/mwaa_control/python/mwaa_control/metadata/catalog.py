@@ -89,6 +89,14 @@ HISTORY_TABLES = {
     "backfill_dag_run": "runs of backfills (Airflow 3)",
     "deadline": "deadlines (Airflow 3)",
     "hitl_detail": "human-in-the-loop responses (Airflow 3)",
+    "hitl_detail_history": "human-in-the-loop responses of earlier tries (Airflow 3.2+)",
+    "asset_alias_asset": "asset alias resolution (Airflow 3)",
+    "asset_alias_asset_event": "asset alias events (Airflow 3)",
+    "callback": "callbacks the triggerer, executor or DAG processor runs, e.g. of missed deadlines (Airflow 3.2+)",
+    "asset_partition_dag_run": "runs created for asset partitions (Airflow 3.2+)",
+    "partitioned_asset_key_log": "which partitioned asset events created which partition runs (Airflow 3.2+)",
+    "asset_state_store": "key/value state of an asset (watermarks), kept across runs (Airflow 3.3+)",
+    "task_state_store": "key/value state of a task within a run (Airflow 3.3+)",
 }
 
 DERIVED_TABLES = {
@@ -104,7 +112,7 @@ DERIVED_TABLES = {
     "dag_priority_parsing_request": "transient parse requests",
     "callback_request": "transient callbacks for the DAG processor",
     "dag_version": "from the DAG files (Airflow 3)",
-    "dag_bundle": "from the environment's configuration (Airflow 3)",
+    "dag_bundle_team": "which team owns a DAG bundle, from the bundle configuration (Airflow 3.2+)",
     "dag_schedule_asset_reference": "from the DAG files (Airflow 3)",
     "dag_schedule_asset_alias_reference": "from the DAG files (Airflow 3)",
     "dag_schedule_asset_name_reference": "from the DAG files (Airflow 3)",
@@ -112,7 +120,9 @@ DERIVED_TABLES = {
     "task_outlet_asset_reference": "from the DAG files (Airflow 3)",
     "task_inlet_asset_reference": "from the DAG files (Airflow 3)",
     "asset_active": "from the DAG files (Airflow 3)",
-    "asset_trigger": "from the DAG files (Airflow 3)",
+    "asset_trigger": "from the DAG files (Airflow 3.0)",
+    "asset_watcher": "from the DAG files (asset_trigger renamed, Airflow 3.2+)",
+    "deadline_alert": "deadline alerts of serialised DAGs, from the DAG files (Airflow 3.2+)",
     "dag_favorite": "per-user UI preference (Airflow 3)",
 }
 
@@ -120,6 +130,8 @@ EXCLUDED_TABLES = {
     "alembic_version": "the schema revision; recorded in the manifest and checked on restore",
     "session": "web sessions: short-lived login secrets, useless in another environment",
     "dag_pickle": "unused since Airflow 2 and holds pickles, which are unsafe to load",
+    "revoked_token": "revoked API tokens: short-lived, and signed with the source environment's JWT secret",
+    "connection_test_request": "pending connection tests: transient, and holds connection passwords (Airflow 3.3+)",
 }
 EXCLUDED_PREFIXES = {
     "ab_": "web UI users, roles and permissions: MWAA maps them from IAM and recreates them on login",
@@ -139,6 +151,20 @@ CONFIGURATION_RULES = {
     "dataset_alias": TableRule(Role.CONFIGURATION, "dataset aliases", update_on_conflict=()),
     "asset": TableRule(Role.CONFIGURATION, "assets referenced by events (Airflow 3)", update_on_conflict=()),
     "asset_alias": TableRule(Role.CONFIGURATION, "asset aliases (Airflow 3)", update_on_conflict=()),
+    # dag.bundle_name references the bundle (NOT NULL from 3.2): a DAG the target lacks needs its
+    # bundle row. The target's own configuration owns existing bundles, so nothing is overwritten.
+    "dag_bundle": TableRule(
+        Role.CONFIGURATION,
+        "DAG bundles referenced by DAGs (Airflow 3); the target's configuration keeps its own",
+        natural_key=("name",),
+        update_on_conflict=(),
+    ),
+    "team": TableRule(
+        Role.CONFIGURATION,
+        "teams referenced by connections, variables and pools (multi-team, Airflow 3.2+)",
+        natural_key=("name",),
+        update_on_conflict=(),
+    ),
     "log_template": TableRule(
         Role.CONFIGURATION,
         "log file name templates referenced by runs; every database seeds the same rows",

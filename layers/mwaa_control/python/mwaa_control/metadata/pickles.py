@@ -24,7 +24,8 @@ And checking is bounded, whatever the pickle: the pure-Python unpickler runs at 
 `MAX_INT_BYTES` long, no call can allocate more than its pickled arguments (`bytearray(1 << 30)`
 is refused), a dict or set refuses more than `MAX_SAME_HASH` keys of one hash (colliding integer
 keys grow quadratically), and the value, expanded as whoever walks it sees it (shared references
-counted each time: Airflow renders confs as JSON), has at most `MAX_ELEMENTS` elements and no
+counted each time: Airflow renders confs as JSON), has at most `MAX_ELEMENTS` elements,
+`MAX_DEPTH` levels (inside pendulum's objects, as a copier meets them: `_check_shape`) and no
 cycle. `load_plain` (used to drop task tokens from run confs) checks first, then builds real
 values where the module is importable.
 """
@@ -637,46 +638,75 @@ def _load(data: bytes, where: str, *, real: bool) -> Any:
 
 
 def _check_shape(value: Any, where: str) -> None:
-    """Depth, cycles, and the number of elements whoever walks the value meets (a subtree shared
-    N times is met N times: 60 levels of [a, a] are 2**60 elements for a JSON encoder)."""
-    sizes: dict[int, int] = {}
+    """No cycle, and bounded for both kinds of code that walk the value once Airflow has loaded it.
+
+    What renders it (the JSON of a conf in the UI and REST API, repr, ==) expands shared references
+    and descends every plain container, and sees a pendulum value as one element (its text, its
+    instant): at most MAX_ELEMENTS elements and MAX_DEPTH levels counted that way (a subtree shared
+    N times is met N times: 60 levels of [a, a] are 2**60 elements).
+
+    What copies it (pickle, deepcopy) descends into pendulum's objects too, but meets each object
+    once, in order, and recurses only into what it has not met: at most MAX_DEPTH levels counted
+    that way, which this walk measures by going the same way. pendulum 2 pickles a zoned time with
+    its zone's transitions (~1000 for Europe/Paris), a list in which each references the one before:
+    met in order, the one before is already met, and the chain is one level deep for a copier; the
+    same chain written newest first is as deep as it is long, and refused."""
+    rendered: dict[int, tuple[int, int]] = {}  # id -> (elements, levels) as a renderer meets it
     on_path: set[int] = set()
     keep: list[Any] = []  # ids stay unique while the walk holds the objects
-    stack: list[tuple[Any, int, bool]] = [(value, 0, False)]
-    while stack:
-        item, depth, done = stack.pop()
+    frames: list[tuple[Any, list[Any], list[int]]] = []  # (item, children, [next child, depth])
+
+    def enter(item: Any, depth: int) -> None:
         key = id(item)
-        if done:
-            on_path.discard(key)
-            total = 1 + sum(sizes[id(child)] for child in _children(item))
-            if total > MAX_ELEMENTS:
-                raise UnsafePickle(f"{where}: more than {MAX_ELEMENTS} elements once shared references are expanded")
-            sizes[key] = total
-            continue
-        if key in sizes:
-            continue
         if key in on_path:
             raise UnsafePickle(f"{where}: a value that contains itself, which Airflow cannot render")
         if depth > MAX_DEPTH:
             raise UnsafePickle(f"{where}: a pickled value nested too deep (more than {MAX_DEPTH} levels)")
-        children = _children(item)
-        if not children:
-            sizes[key] = 1
-            keep.append(item)
-            continue
-        on_path.add(key)
         keep.append(item)
-        stack.append((item, depth, True))
-        stack.extend((child, depth + 1, False) for child in children if id(child) not in sizes)
+        children = _children(item)
+        if children:
+            on_path.add(key)
+            frames.append((item, children, [0, depth]))
+        else:
+            rendered[key] = (1, 0)
+
+    enter(value, 0)
+    while frames:
+        item, children, position = frames[-1]
+        index, depth = position
+        while index < len(children) and id(children[index]) in rendered:
+            index += 1  # met before: a copier does not descend again
+        if index < len(children):
+            position[0] = index + 1
+            enter(children[index], depth + 1)
+            continue
+        frames.pop()
+        on_path.discard(id(item))
+        if isinstance(item, Recorder):
+            rendered[id(item)] = (1, 0)
+            continue
+        elements, levels = 1, 0
+        for child in children:
+            below = rendered[id(child)]
+            elements += below[0]
+            levels = max(levels, below[1] + 1)
+        if elements > MAX_ELEMENTS:
+            raise UnsafePickle(f"{where}: more than {MAX_ELEMENTS} elements once shared references are expanded")
+        if levels > MAX_DEPTH:
+            raise UnsafePickle(f"{where}: a pickled value nested too deep (more than {MAX_DEPTH} levels)")
+        rendered[id(item)] = (elements, levels)
 
 
 def _children(item: Any) -> list[Any]:
+    """What a walker meets below `item`, in the order pickle writes it."""
     if isinstance(item, dict):
-        return [*item.keys(), *item.values()]
+        return [part for pair in item.items() for part in pair]
     if isinstance(item, list | tuple | set | frozenset):
         return list(item)
     if isinstance(item, Recorder):
         return list(item.__dict__.values())
+    if isinstance(item, dt.datetime | dt.time) and isinstance(item.tzinfo, Recorder):
+        return [item.tzinfo]  # a stand-in time zone of a standard datetime: its state counts too
     return []
 
 
