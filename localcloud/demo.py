@@ -24,7 +24,8 @@ from rich.table import Table
 from localcloud import LocalCloud
 from localcloud.airflow.backend import AirflowBackend
 from localcloud.eventbus import Delivery
-from localcloud.network import RESTRICTIVE_SQS_POLICY, build_shared_vpc
+from localcloud.lifecycle import cost_table, pause_resume_cycle
+from localcloud.network import RESTRICTIVE_SQS_POLICY, SharedVpc, build_shared_vpc
 from mwaa_control.airflow import callback
 from mwaa_control.composition import airflow_client
 from mwaa_control.metadata.backup import BackupEngine, BackupRequest
@@ -133,6 +134,8 @@ def missed_events_scenario(cloud: LocalCloud, timeline: Timeline, request: dict[
     timeline.run(timedelta(minutes=16))
     status = cloud.client("mwaa").get_environment(Name="reporting")["Environment"]["Status"]
     check(status == "AVAILABLE", "reporting is AVAILABLE thanks to the polling fallback", failures)
+    cloud.emulator.event_mode = "deliver"
+    timeline.note("status-change events are delivered again")
 
 
 DEMO_DAG = """
@@ -254,6 +257,28 @@ def metadata_scenario(cloud: LocalCloud, failures: list[str]) -> None:
         check(verified.ok, "the restored database verifies against the backup's manifest", failures)
 
 
+def pause_resume_scenario(cloud: LocalCloud, timeline: Timeline, vpc: SharedVpc, failures: list[str]) -> None:
+    """Two opted-in environments of the owner account, a public one and one with customer-managed
+    endpoints in the shared VPC, are paused (backed up, deleted) and resumed (recreated, restored)."""
+    console.rule("[bold]pause and resume: back up, delete, recreate identically, restore")
+    outcome = pause_resume_cycle(cloud, vpc, note=timeline.note, advance=timeline.run)
+    for name in outcome.costs:
+        check(outcome.succeeded[name], f"{name} paused and resumed", failures)
+        for why in outcome.why[name][:3]:
+            console.print(f"          [red]{why}[/red]")
+        check(outcome.costs[name].within_budget, f"{name}: the cycle stayed within the budget", failures)
+        missing = outcome.missing[name]
+        check(
+            not any(missing.values()),
+            f"{name}: every run, task instance, variable, connection password, pool and pause state came back "
+            f"under a new Fernet key ({', '.join(f'{k} {n}' for k, n in outcome.compared[name].items())})",
+            failures,
+        )
+    check(outcome.deleted_while_paused, "both environments were deleted while paused (they cost nothing)", failures)
+    console.print(cost_table(outcome))
+    endpoints_table(cloud, vpc.vpc_id, "Endpoints after finance-shared is resumed")
+
+
 def main() -> int:
     failures: list[str] = []
     with LocalCloud(
@@ -333,6 +358,7 @@ def main() -> int:
         missed_events_scenario(cloud, timeline, request, failures)
         run_dag_scenario(cloud, timeline, failures)
         metadata_scenario(cloud, failures)
+        pause_resume_scenario(cloud, timeline, vpc, failures)
 
     console.rule()
     if failures:

@@ -4,10 +4,7 @@ Airflow executing the export/import DAGs, which report back through their task t
 
 from __future__ import annotations
 
-import io
 import json
-import time
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,22 +14,22 @@ from typing import Any
 import pytest
 
 from localcloud import LocalCloud
+from localcloud.lifecycle import (
+    BUDGET_INVOCATIONS,
+    BUDGET_TRANSITIONS,
+    cost_of,
+    failures,
+    history,
+    run_until_done,
+    start,
+    upload_environment_files,
+)
 from localcloud.network import SharedVpc, build_shared_vpc
 from mwaa_control.pause.models import OPT_IN_TAG, OPT_IN_VALUE
 from tests.conftest import create_request
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_BUCKET = "mwaa-dags"
-
-
-def plugins_zip() -> bytes:
-    """What `make plugins` builds: the mwaa_control package, importable by the DAGs."""
-    buffer = io.BytesIO()
-    package = ROOT / "layers" / "mwaa_control" / "python"
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted((package / "mwaa_control").rglob("*.py")):
-            archive.write(path, path.relative_to(package).as_posix())
-    return buffer.getvalue()
 
 
 @dataclass
@@ -66,49 +63,6 @@ def drain_queue(cloud: LocalCloud, url: str) -> list[dict[str, Any]]:
         for message in messages:
             found.append(json.loads(message["Body"]))
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-
-
-def start(cloud: LocalCloud, machine: str, name: str, payload: dict[str, Any]) -> str:
-    return str(
-        cloud.client("stepfunctions").start_execution(
-            stateMachineArn=cloud.physical[machine], name=name, input=json.dumps(payload)
-        )["executionArn"]
-    )
-
-
-def run_until_done(cloud: LocalCloud, execution: str, timeout: float = 600, step: float = 2) -> dict[str, Any]:
-    """Advances the local cloud's clock (MWAA lifecycles, status-change events) while it runs."""
-    sfn = cloud.client("stepfunctions")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        described = sfn.describe_execution(executionArn=execution)
-        if described["status"] != "RUNNING":
-            return dict(described)
-        cloud.run_for(timedelta(minutes=step))
-        time.sleep(0.3)
-    raise AssertionError(f"{execution} still running after {timeout}s: {history(cloud, execution)[-5:]}")
-
-
-def history(cloud: LocalCloud, execution: str) -> list[dict[str, Any]]:
-    sfn = cloud.client("stepfunctions")
-    events: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"executionArn": execution, "maxResults": 1000}
-    while True:
-        page = sfn.get_execution_history(**kwargs)
-        events += page["events"]
-        if not page.get("nextToken"):
-            return events
-        kwargs["nextToken"] = page["nextToken"]
-
-
-def failures(cloud: LocalCloud, execution: str) -> list[str]:
-    """Why steps failed, for assertion messages."""
-    found = []
-    for event in history(cloud, execution):
-        for key in ("taskFailedEventDetails", "lambdaFunctionFailedEventDetails", "executionFailedEventDetails"):
-            if key in event:
-                found.append(f"{event[key].get('error')}: {str(event[key].get('cause'))[:600]}")
-    return found
 
 
 def entered(cloud: LocalCloud, execution: str) -> list[str]:
@@ -203,19 +157,6 @@ RUN_KEY = ("dag_id", "run_id")
 TI_KEY = ("dag_id", "run_id", "task_id", "map_index")
 
 
-def upload_environment_files(cloud: LocalCloud) -> str:
-    """The DAG folder (the export/import DAGs and a user DAG) and a versioned plugins.zip."""
-    s3 = cloud.client("s3")
-    s3.put_bucket_versioning(Bucket=DAG_BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    s3.put_object(
-        Bucket=DAG_BUCKET,
-        Key="dags/mwaa_control_metadata.py",
-        Body=(ROOT / "dags/mwaa_control_metadata.py").read_bytes(),
-    )
-    s3.put_object(Bucket=DAG_BUCKET, Key="dags/hello.py", Body=HELLO.encode())
-    return str(s3.put_object(Bucket=DAG_BUCKET, Key="plugins.zip", Body=plugins_zip())["VersionId"])
-
-
 def rows_by(
     rows: list[dict[str, Any]], key: tuple[str, ...], columns: tuple[str, ...]
 ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
@@ -239,7 +180,7 @@ def test_a_paused_and_resumed_environment_comes_back_with_its_metadata(
     lifecycle_cloud: tuple[LocalCloud, SharedVpc, Observers],
 ) -> None:
     cloud, vpc, observers = lifecycle_cloud
-    version = upload_environment_files(cloud)
+    version = upload_environment_files(cloud, DAG_BUCKET, {"hello": HELLO})
     name = "etl-prod"
     create_environment(
         cloud,
@@ -260,6 +201,7 @@ def test_a_paused_and_resumed_environment_comes_back_with_its_metadata(
     before = read_database(first)
     paused_before = {d["dag_id"]: d["is_paused"] for d in before["dag"] if not d["dag_id"].startswith("mwaa_control_")}
 
+    invocations_before = len(cloud.lambdas.invocations)
     pause = start(
         cloud,
         "PauseStateMachine",
@@ -319,5 +261,9 @@ def test_a_paused_and_resumed_environment_comes_back_with_its_metadata(
     record = state_record(cloud, name)
     assert record is not None and record["phase"] == "ACTIVE" and record["creation_seconds"]
     assert lock_of(cloud, name) is None
+    # What the cycle cost (the issue's budget; the endpoint automation's handlers not counted).
+    cost = cost_of(cloud, [pause, resume], invocations_before)
+    assert cost.total_transitions <= BUDGET_TRANSITIONS, cost.transitions
+    assert cost.total_invocations <= BUDGET_INVOCATIONS, cost.invocations
     announced = [e["detail-type"] for e in drain_queue(cloud, observers.events)]
     assert announced == ["MWAA Environment Paused", "MWAA Environment Resumed"]
