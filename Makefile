@@ -12,9 +12,11 @@ AIRFLOW_RELEASES := 2.9.2 2.11.0 3.0.6
 AIRFLOW_MATRIX := 2.7.2 2.8.1 2.9.2 2.10.1 2.10.3 2.11.0 2.11.2 3.0.6 3.2.1 3.3.1
 # Pins a release needs to install without Airflow's constraints file (unpinned, pip picks pendulum 3,
 # Flask-Session 0.6 and connexion 3, which 2.7/2.8 predate and fail to import with; 3.2.1 predates
-# FastAPI 0.137, whose lazy router inclusion breaks cadwyn's versioned routes: Airflow caps it from 3.3).
+# FastAPI 0.137, whose lazy router inclusion breaks cadwyn's versioned routes: Airflow caps it from 3.3;
+# with 3.0.6, today's fastapi and cadwyn 9 make the execution API refuse every task it runs).
 AIRFLOW_PINS_2.7.2 := "pendulum<3" "flask-session<0.6" "connexion<3"
 AIRFLOW_PINS_2.8.1 := "flask-session<0.6"
+AIRFLOW_PINS_3.0.6 := "fastapi[standard]<0.117" "cadwyn<6"
 AIRFLOW_PINS_3.2.1 := "fastapi<0.137"
 PYTHON := $(shell python3 -c 'import sys; print(sys.executable)')
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -15,6 +18,7 @@ from botocore.handlers import BUILTIN_HANDLERS
 from moto import mock_aws
 from moto.ec2.exceptions import InvalidSubnetIdError
 from moto.ec2.models import ec2_backends
+from moto.server import ThreadedMotoServer
 
 from localcloud.clock import ManualClock
 from localcloud.eventbus import TemplateEventRouter
@@ -22,6 +26,7 @@ from localcloud.iam import AccessDenied, Deployment, FunctionPermissions, Render
 from localcloud.lambdas import CURRENT_FUNCTION, LocalLambda
 from localcloud.mwaa.emulator import MwaaEmulator, Timings
 from localcloud.mwaa.http import EmulatorWebTransport, MwaaHttpFrontend
+from localcloud.postgres import free_port
 from localcloud.template import ROOT, FunctionSpec, functions, load_template, resources_of_type
 from mwaa_control.airflow.transport import set_default_transport
 
@@ -31,7 +36,13 @@ _DENIED = {"ec2": "UnauthorizedOperation", "dynamodb": "AccessDeniedException", 
 
 
 class LocalCloud:
-    """Use as a context manager; everything AWS inside it is local."""
+    """Use as a context manager; everything AWS inside it is local.
+
+    Processes outside this one (the emulated environments' Airflow: DAG parsing, task runs) reach
+    the same moto state through a moto server in this process, started on first need:
+    `aws_endpoint_url()` is its URL and `task_environment()` the variables such a process gets
+    (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, AWS_REGION and dummy credentials). The MWAA emulator
+    reads environments' DAGs, plugins and requirements from moto's S3 (see MwaaEmulator)."""
 
     def __init__(
         self,
@@ -55,6 +66,10 @@ class LocalCloud:
         self._saved_env: dict[str, str | None] = {}
         self._handlers: list[tuple[str, Any]] = []
         self._session: boto3.session.Session | None = None
+        self._moto_server: ThreadedMotoServer | None = None
+        self._moto_url = ""
+        self._server_lock = threading.Lock()
+        self._arns: dict[str, str] = {}
 
     # --- set-up ---------------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -74,7 +89,12 @@ class LocalCloud:
         )
         self._mock.start()
         self.emulator = MwaaEmulator(
-            self.clock, subnet_lookup=self._subnets, endpoints_exist=self._endpoints_exist, timings=self.timings
+            self.clock,
+            subnet_lookup=self._subnets,
+            endpoints_exist=self._endpoints_exist,
+            timings=self.timings,
+            object_store=MotoObjectStore(self),
+            task_environment=self.task_environment,
         )
         self.lambdas = LocalLambda(functions(self.template), self.account, self.region)
         self._install("before-send.mwaa", MwaaHttpFrontend(self.emulator))
@@ -107,12 +127,38 @@ class LocalCloud:
             if (event_name, handler) in BUILTIN_HANDLERS:
                 BUILTIN_HANDLERS.remove((event_name, handler))
         set_default_transport(None)
+        self.emulator.close()
+        if self._moto_server is not None:
+            self._moto_server.stop()
         self._mock.stop()
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+    def aws_endpoint_url(self) -> str:
+        """The moto server's URL (started on first call); it serves the in-process mock's state."""
+        with self._server_lock:
+            if self._moto_server is None:
+                # The server's access log would print a line per task AWS call.
+                logging.getLogger("werkzeug").setLevel(logging.ERROR)
+                port = free_port()
+                server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+                server.start()
+                self._moto_server, self._moto_url = server, f"http://127.0.0.1:{port}"
+            return self._moto_url
+
+    def task_environment(self) -> dict[str, str]:
+        """What an Airflow process of an emulated environment needs to reach this cloud."""
+        return {
+            "AWS_ENDPOINT_URL": self.aws_endpoint_url(),
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+        }
 
     def _install(self, event_name: str, handler: Any) -> None:
         # New sessions pick handlers up from BUILTIN_HANDLERS (as moto's stubber does); the default
@@ -146,6 +192,18 @@ class LocalCloud:
                 BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
             )
             self.physical[logical_id] = name
+        for logical_id in resources_of_type(self.template, "AWS::KMS::Key"):
+            key = self.client("kms").create_key(Description=f"{self.stack_name}-{logical_id}")["KeyMetadata"]
+            self.physical[logical_id], self._arns[logical_id] = key["KeyId"], key["Arn"]
+        for logical_id, resource in resources_of_type(self.template, "AWS::S3::Bucket").items():
+            # As CloudFormation names a bucket without BucketName: <stack>-<logical id>-<suffix>, lowercased.
+            name = f"{self.stack_name}-{logical_id}-{uuid.uuid4().hex[:12]}".lower()
+            s3 = self.client("s3")
+            s3.create_bucket(Bucket=name)
+            versioning = resource.get("Properties", {}).get("VersioningConfiguration", {}).get("Status")
+            if versioning == "Enabled":
+                s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+            self.physical[logical_id], self._arns[logical_id] = name, f"arn:aws:s3:::{name}"
         for logical_id in resources_of_type(self.template, "AWS::SQS::Queue"):
             self.physical[logical_id] = self.client("sqs").create_queue(QueueName=f"{self.stack_name}-{logical_id}")[
                 "QueueUrl"
@@ -154,15 +212,6 @@ class LocalCloud:
             self.physical[logical_id] = self.client("sns").create_topic(Name=f"{self.stack_name}-{logical_id}")[
                 "TopicArn"
             ]
-        # The metadata bucket and the key that wraps backups' and snapshots' data keys (pause/resume).
-        for logical_id in resources_of_type(self.template, "AWS::S3::Bucket"):
-            name = f"{self.stack_name}-{logical_id}-{self.account}".lower()
-            self.client("s3").create_bucket(Bucket=name)
-            self.physical[logical_id] = name
-        for logical_id in resources_of_type(self.template, "AWS::KMS::Key"):
-            self.physical[logical_id] = self.client("kms").create_key(Description=f"{self.stack_name} {logical_id}")[
-                "KeyMetadata"
-            ]["Arn"]
 
     def resolve(self, value: Any) -> str:
         """Resolve the intrinsic functions template environment variables use."""
@@ -194,8 +243,8 @@ class LocalCloud:
             resource_type = self.template["Resources"][logical_id]["Type"]
             if resource_type == "AWS::Serverless::Function" and attribute == "Arn":
                 return f"arn:aws:lambda:{self.region}:{self.account}:function:{logical_id}"
-            if resource_type == "AWS::KMS::Key" and attribute == "Arn":
-                return self.physical[logical_id]
+            if attribute == "Arn" and logical_id in self._arns:
+                return self._arns[logical_id]
         raise ValueError(f"local cloud cannot resolve {value!r}")
 
     def _deploy_state_machines(self) -> None:
@@ -315,3 +364,33 @@ class LocalCloud:
     def run_schedule(self, function: str) -> Any:
         event = {"source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}}
         return self.lambdas.invoke(function, event)
+
+
+class MotoObjectStore:
+    """The emulator's view of S3: moto, read with the local cloud's own credentials."""
+
+    def __init__(self, cloud: LocalCloud) -> None:
+        self._cloud = cloud
+
+    def get(self, bucket: str, key: str, version: str | None = None) -> bytes | None:
+        s3 = self._cloud.client("s3")
+        try:
+            found = s3.get_object(Bucket=bucket, Key=key, **({"VersionId": version} if version else {}))
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("NoSuchBucket", "NoSuchKey", "NoSuchVersion", "InvalidArgument"):
+                return None
+            raise
+        body: bytes = found["Body"].read()
+        return body
+
+    def list(self, bucket: str, prefix: str) -> list[str]:
+        keys: list[str] = []
+        try:
+            pages = self._cloud.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for page in pages:
+                keys += [item["Key"] for item in page.get("Contents", [])]
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "NoSuchBucket":
+                return []
+            raise
+        return keys

@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from io import BytesIO
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cryptography.fernet import Fernet
+
+from localcloud.airflow.scheduler import DagRunScheduler
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 RUNNER = Path(__file__).resolve().parent / "runner.py"
@@ -33,6 +40,44 @@ def venv_for(major: int) -> Path:
     return venv_for_release(LOCAL_RELEASES[major])
 
 
+def local_release(version: str) -> str:
+    """The release an environment of MWAA version `version` runs here: exactly that release when
+    `.airflow/<version>` is installed, else the local release of its major line (LOCAL_RELEASES)."""
+    if (VENVS_DIR / version / "bin" / "airflow").exists():
+        return version
+    return LOCAL_RELEASES[int(version.split(".", maxsplit=1)[0])]
+
+
+def _distribution_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_distributions(release: str) -> set[str]:
+    """Normalised names (PEP 503) of the distributions installed in a release's virtualenv."""
+    names: set[str] = set()
+    for info in (venv_for_release(release) / "lib").glob("python*/site-packages/*.dist-info"):
+        names.add(_distribution_name(info.name.removesuffix(".dist-info").rsplit("-", maxsplit=1)[0]))
+    return names
+
+
+def unsatisfied_requirements(requirements: str, release: str) -> list[str]:
+    """The names in a requirements.txt that the release's virtualenv does not have installed.
+
+    A name check only: version specifiers, extras and markers are ignored, and option lines
+    (`-c constraints`, `--index-url`, ...) skipped; MWAA would run pip, which could also fail on a
+    version conflict or a package missing from the index."""
+    installed = installed_distributions(release)
+    missing = []
+    for raw in requirements.splitlines():
+        line = raw.split("#", maxsplit=1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line)
+        if match is None or _distribution_name(match.group(0)) not in installed:
+            missing.append(match.group(0) if match else line)
+    return missing
+
+
 def venv_for_release(release: str) -> Path:
     """The virtualenv of one exact Airflow release, e.g. "2.9.2" (see AIRFLOW_RELEASES in the Makefile)."""
     venv = VENVS_DIR / release
@@ -50,7 +95,13 @@ class Completed:
 
 class AirflowBackend:
     """`major` picks the local release of that line (LOCAL_RELEASES); `release` an exact one.
-    `db_url` is a SQLAlchemy URL for the metadata database instead of SQLite under `home`."""
+    `db_url` is a SQLAlchemy URL for the metadata database instead of SQLite under `home`.
+
+    Every Airflow process gets `extra_env` on top of its Airflow settings (the MWAA emulator puts
+    the moto server's `AWS_ENDPOINT_URL`, region and dummy credentials there), and the home's
+    plugins folder on PYTHONPATH, as MWAA does with plugins.zip. `before_use`, when set, runs
+    once per `ensure_ready()` after the database exists, under the backend's lock (the emulator
+    provisions DAGs and plugins from S3 there); it must not call `ensure_ready()` itself."""
 
     def __init__(
         self, home: Path, major: int | None = None, *, release: str | None = None, db_url: str | None = None
@@ -67,9 +118,14 @@ class AirflowBackend:
         self.venv = venv_for_release(release)
         self.db_url = db_url
         self.dags_folder = home / "dags"
+        self.plugins_folder = home / "plugins"
         self.fernet_key = Fernet.generate_key().decode()
+        self.extra_env: dict[str, str] = {}
+        self.before_use: Callable[[AirflowBackend], None] | None = None
         self._ready = False
-        self._lock = threading.Lock()
+        self._closed = False
+        self._lock = threading.RLock()
+        self.scheduler = DagRunScheduler(self.venv / "bin" / "python", self.environment, home)
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VIRTUAL_ENV", "PYTHONPATH"))}
@@ -88,20 +144,76 @@ class AirflowBackend:
                 "AIRFLOW__API_AUTH__JWT_SECRET": "mwaa-emulator-local-only",
                 "AIRFLOW__API_AUTH__JWT_ISSUER": "mwaa-emulator",
                 "PYTHONWARNINGS": "ignore",
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.plugins_folder),
+                "PYTHONPATH": str(self.plugins_folder),
+                **self.extra_env,
             }
         )
         return env
 
     def ensure_ready(self) -> None:
         with self._lock:
-            if self._ready:
-                return
-            self.dags_folder.mkdir(parents=True, exist_ok=True)
-            (self.home / "webserver_config.py").write_text('AUTH_ROLE_PUBLIC = "Admin"\n')
-            result = self._run([str(self.venv / "bin" / "airflow"), "db", "migrate"], timeout=300)
-            if result.returncode != 0:
-                raise RuntimeError(f"airflow db migrate failed: {result.stderr[-2000:]}")
-            self._ready = True
+            if self._closed:
+                raise RuntimeError(f"the Airflow of {self.home.name} was deleted with its environment")
+            if not self._ready:
+                self.dags_folder.mkdir(parents=True, exist_ok=True)
+                self.plugins_folder.mkdir(parents=True, exist_ok=True)
+                (self.home / "webserver_config.py").write_text('AUTH_ROLE_PUBLIC = "Admin"\n')
+                result = self._run([str(self.venv / "bin" / "airflow"), "db", "migrate"], timeout=300)
+                if result.returncode != 0:
+                    raise RuntimeError(f"airflow db migrate failed: {result.stderr[-2000:]}")
+                self._ready = True
+            if self.before_use is not None:
+                self.before_use(self)
+
+    def install_plugins(self, archive: bytes) -> list[str]:
+        """Unzips a plugins.zip into the plugins folder (on PYTHONPATH); returns the files written."""
+        written = []
+        with zipfile.ZipFile(BytesIO(archive)) as plugins:
+            for member in plugins.infolist():
+                if member.is_dir():
+                    continue
+                target = self._inside(self.plugins_folder, member.filename)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(plugins.read(member))
+                written.append(member.filename)
+        return written
+
+    def write_dags(self, files: dict[str, bytes]) -> None:
+        """Writes DAG files (paths relative to the DAG folder), as MWAA's sync from DagS3Path does."""
+        for relative, content in files.items():
+            target = self._inside(self.dags_folder, relative)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+
+    @staticmethod
+    def _inside(folder: Path, relative: str) -> Path:
+        parts = PurePosixPath(relative).parts
+        if not parts or PurePosixPath(relative).is_absolute() or ".." in parts:
+            raise ValueError(f"refusing to write {relative!r} outside {folder}")
+        return folder.joinpath(*parts)
+
+    def schedule_runs(self) -> None:
+        """Let the scheduler stand-in execute queued runs of unpaused DAGs, in the background."""
+        if not self._closed:
+            self.scheduler.poke()
+
+    def wait_for_runs(self, timeout: float = 300) -> list[dict[str, Any]]:
+        """Blocks until no run is queued for execution or executing; returns every run executed so far
+        ({"dag_id", "run_id", "state"}). Raises TimeoutError, or RuntimeError if the runner failed."""
+        if not self.scheduler.wait_idle(timeout):
+            raise TimeoutError(f"DAG runs of {self.home.name} still executing after {timeout} s")
+        if self.scheduler.errors:
+            raise RuntimeError(f"the DAG run executor failed: {self.scheduler.errors[-1]}")
+        return list(self.scheduler.executed)
+
+    def close(self, remove: bool = False) -> None:
+        """Stops the runner process; with `remove`, deletes the home (database, DAGs, plugins, logs)."""
+        with self._lock:
+            self._closed = True
+        self.scheduler.close()
+        if remove:
+            shutil.rmtree(self.home, ignore_errors=True)
 
     def _run(self, argv: list[str], timeout: float) -> Completed:
         done = subprocess.run(  # noqa: S603 - argv list, no shell: values stay single arguments
@@ -133,10 +245,19 @@ class AirflowBackend:
     def parse_dags(self) -> Completed:
         """One pass of the DAG processor, as MWAA runs after the DAG folder syncs from S3: DAGs are
         serialised and import errors recorded (`dags reserialize` records no import errors)."""
+        self.ensure_ready()
+        return self.run_dag_processor()
+
+    def run_dag_processor(self) -> Completed:
+        """parse_dags() without ensure_ready(), for a `before_use` hook."""
         if self.major >= 3:
-            return self.cli(["dag-processor", "--num-runs", "1"])
-        # Airflow 2's standalone dag-processor needs extra set-up; one scheduler loop runs it.
-        return self.cli(["scheduler", "--num-runs", "1"])
+            return self._run([str(self.venv / "bin" / "airflow"), "dag-processor", "--num-runs", "1"], timeout=300)
+        # Airflow 2's standalone dag-processor needs extra set-up, and one scheduler loop may stop
+        # before every file is processed: the runner processes each file itself.
+        done = self._run([str(self.venv / "bin" / "python"), str(RUNNER), "parse"], timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"parsing the DAG folder failed: {done.stderr[-2000:]}")
+        return done
 
     def seed_metadata(self, timeout: float = 600) -> dict[str, Any]:
         """Fills the metadata database with real DAG runs and hostile data (seed_metadata.py, run in

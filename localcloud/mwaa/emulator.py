@@ -4,6 +4,30 @@ Behaviour follows the MWAA API (2020-07-01) and user guide as recorded in shared
 CREATING -> AVAILABLE, or with customer-managed endpoints CREATING -> PENDING -> (interface endpoints
 to its services exist in its VPC) CREATING -> AVAILABLE, PENDING for 72 h -> CREATE_FAILED, and
 DELETING -> DELETED. Every transition emits an "MWAA Environment Status Change" event.
+
+Each environment generation (a create; a recreate under the same name is a new generation) gets its
+own real Airflow (localcloud.airflow.backend), started on first use, never before:
+
+- Release: `AirflowVersion` exactly when `.airflow/<version>` is installed, else the local release
+  of its major line (`local_release`).
+- Creation (CREATING -> AVAILABLE) reads the environment's S3 objects through the `object_store`
+  the emulator was given: a `PluginsS3Path` object missing at `PluginsS3ObjectVersion` (or not a
+  zip), or a `RequirementsS3Path` object missing at its version or naming a distribution the
+  release's virtualenv lacks (a name check, versions ignored), ends in CREATE_FAILED instead, with
+  `LastUpdate.Error` saying why. Without an object store nothing is read or checked.
+- First use (`airflow()`'s backend, before any CLI or REST call runs): a new metadata database
+  (`airflow db migrate`) with a new Fernet key; plugins.zip unzipped into the home's plugins folder,
+  which is on every Airflow process's PYTHONPATH (as on MWAA); then, once the clock has passed
+  AVAILABLE + `Timings.dag_parse_delay`, every object under `SourceBucketArn`/`DagS3Path` copied into
+  the DAG folder (relative paths kept) and one DAG-processor pass, so REST and CLI callers see the
+  DAGs only from then on. A missing bucket or prefix syncs nothing.
+- Triggered runs execute: a successful `POST /dags/{id}/dagRuns` or `PATCH /dags...` through
+  InvokeRestApi, or `dags trigger` / `dags unpause` through the CLI endpoint, pokes the
+  environment's scheduler stand-in (localcloud.airflow.scheduler), which runs every queued run of
+  an unpaused DAG in one long-lived process in the background, with the run's conf. Task processes
+  get `task_environment()` (the local cloud's moto server endpoint, region and dummy credentials).
+  `wait_for_runs()` blocks until none is executing.
+- DELETED: the runner is stopped and the home (database, DAGs, plugins, logs) removed.
 """
 
 from __future__ import annotations
@@ -15,20 +39,24 @@ import posixpath
 import re
 import secrets
 import shlex
+import shutil
 import tempfile
 import threading
 import uuid
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from io import BytesIO
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote
 
-from localcloud.airflow.backend import AirflowBackend
+from localcloud.airflow.backend import AirflowBackend, AirflowNotInstalled, local_release, unsatisfied_requirements
 from localcloud.clock import ManualClock
 
-CREATABLE_VERSIONS = ("2.7.2", "2.8.1", "2.9.2", "2.10.1", "2.10.3", "2.11.0", "3.0.6")
+# botocore's list, then the releases AWS's MWAA image repository already carries (mwaa-facts.md).
+CREATABLE_VERSIONS = ("2.7.2", "2.8.1", "2.9.2", "2.10.1", "2.10.3", "2.11.0", "3.0.6", "2.11.2", "3.2.1", "3.3.1")
 RETIRED_VERSIONS = ("1.10.12", "2.0.2", "2.2.2", "2.4.3", "2.5.1", "2.6.3")
 DEFAULT_VERSION = "2.11.0"
 ENVIRONMENT_CLASSES = ("mw1.micro", "mw1.small", "mw1.medium", "mw1.large", "mw1.xlarge", "mw1.2xlarge")
@@ -103,6 +131,21 @@ class Timings:
     pending_timeout: timedelta = timedelta(hours=72)
     deleting: timedelta = timedelta(minutes=15)
     updating: timedelta = timedelta(minutes=20)
+    # After AVAILABLE, how long until the DAG processor has parsed the DAGs synced from S3: until
+    # then REST and CLI callers see no DAGs (the race a restore must wait out on MWAA).
+    dag_parse_delay: timedelta = timedelta(0)
+
+
+class ObjectStore(Protocol):
+    """The S3 objects an environment is created from (the local cloud's moto)."""
+
+    def get(self, bucket: str, key: str, version: str | None = None) -> bytes | None:
+        """The object's bytes (at `version` when given), or None if the bucket, key or version is missing."""
+        ...
+
+    def list(self, bucket: str, prefix: str) -> list[str]:
+        """Keys under a prefix; [] if the bucket is missing."""
+        ...
 
 
 @dataclass
@@ -122,6 +165,9 @@ class EmulatedEnvironment:
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     database_service: str = field(default_factory=lambda: f"vpce-svc-{secrets.token_hex(9)[:17]}")
     webserver_service: str = field(default_factory=lambda: f"vpce-svc-{secrets.token_hex(9)[:17]}")
+    available_at: datetime | None = None
+    plugins_archive: bytes | None = None
+    dags_parsed: bool = False
 
     @property
     def arn(self) -> str:
@@ -196,6 +242,10 @@ class EmulatedEnvironment:
                 )
             result[module] = out
         return result
+
+
+def _bucket(arn: str) -> str:
+    return str(arn).removeprefix("arn:aws:s3:::").split("/", maxsplit=1)[0]
 
 
 def _service_account(region: str) -> str:
@@ -301,6 +351,8 @@ class MwaaEmulator:
         timings: Timings | None = None,
         workdir: Path | None = None,
         authorize: Authorizer = allow_all,
+        object_store: ObjectStore | None = None,
+        task_environment: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self.clock = clock
         # Replaceable after construction: the local cloud points it at the calling function's IAM.
@@ -316,7 +368,10 @@ class MwaaEmulator:
         self._faults: dict[str, list[Fault]] = {}
         self._lock = threading.RLock()
         self._outbox: list[dict[str, Any]] = []
+        self._owns_workdir = workdir is None
         self._workdir = workdir or Path(tempfile.mkdtemp(prefix="mwaa-emulator-"))
+        self._object_store = object_store
+        self._task_environment = task_environment or dict
         self._backends: dict[str, AirflowBackend] = {}
         self._tokens: dict[str, tuple[tuple[str, str, str], datetime, str]] = {}
         clock.on_advance(self.tick)
@@ -531,12 +586,103 @@ class MwaaEmulator:
 
     # --- Airflow inside the environment ----------------------------------------------------
     def airflow(self, account: str, region: str, name: str) -> AirflowBackend:
-        """The real Airflow behind an environment (one per environment generation)."""
-        env = self._get(account, region, name)
-        if env.token not in self._backends:
-            major = int(str(env.config.get("AirflowVersion", DEFAULT_VERSION)).split(".", maxsplit=1)[0])
-            self._backends[env.token] = AirflowBackend(self._workdir / f"{name}-{env.token[:8]}", major)
-        return self._backends[env.token]
+        """The real Airflow behind an environment (one per environment generation). Constructing it
+        costs nothing; its first `ensure_ready()` (every CLI and REST call makes one) migrates the
+        database and provisions plugins and, when the parse delay has passed, the DAGs."""
+        with self._lock:
+            env = self._get(account, region, name)
+            if env.token not in self._backends:
+                release = local_release(str(env.config.get("AirflowVersion", DEFAULT_VERSION)))
+                backend = AirflowBackend(self._workdir / f"{name}-{env.token[:8]}", release=release)
+                backend.extra_env = self._task_environment()
+                backend.before_use = lambda airflow: self._provision(env, airflow)
+                self._backends[env.token] = backend
+            return self._backends[env.token]
+
+    def wait_for_runs(self, account: str, region: str, name: str, timeout: float = 300) -> list[dict[str, Any]]:
+        """Blocks until the environment executes no DAG run; returns the runs executed so far
+        ({"dag_id", "run_id", "state"}). Raises TimeoutError, or RuntimeError if its runner failed."""
+        with self._lock:
+            env = self._get(account, region, name)
+            backend = self._backends.get(env.token)
+        return backend.wait_for_runs(timeout) if backend is not None else []
+
+    def close(self) -> None:
+        """Stops every environment's runner; removes the working directory if the emulator made it."""
+        with self._lock:
+            backends, self._backends = list(self._backends.values()), {}
+        for backend in backends:
+            backend.close()
+        if self._owns_workdir:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def _provision(self, env: EmulatedEnvironment, backend: AirflowBackend) -> None:
+        """The backend's before_use hook (under its lock, never the emulator's)."""
+        if env.plugins_archive is not None:
+            backend.install_plugins(env.plugins_archive)
+            env.plugins_archive = None
+        if env.dags_parsed or env.available_at is None:
+            return
+        if self.clock.now() < env.available_at + self.timings.dag_parse_delay:
+            return
+        env.dags_parsed = True
+        files = self._dag_files(env)
+        if files:
+            backend.write_dags(files)
+            backend.run_dag_processor()
+
+    def _dag_files(self, env: EmulatedEnvironment) -> dict[str, bytes]:
+        if self._object_store is None:
+            return {}
+        bucket = _bucket(env.config["SourceBucketArn"])
+        prefix = str(env.config["DagS3Path"]).strip("/")
+        files = {}
+        for key in self._object_store.list(bucket, prefix + "/" if prefix else ""):
+            relative = key[len(prefix) :].lstrip("/") if prefix else key
+            content = self._object_store.get(bucket, key)
+            if relative and not key.endswith("/") and content is not None:
+                files[relative] = content
+        return files
+
+    def _creation_error(self, env: EmulatedEnvironment) -> str | None:
+        """Why creating this environment fails on its S3 objects, or None (plugins kept for first use)."""
+        if self._object_store is None:
+            return None
+        bucket = _bucket(env.config["SourceBucketArn"])
+        if env.config.get("PluginsS3Path"):
+            key, version = env.config["PluginsS3Path"], env.config.get("PluginsS3ObjectVersion")
+            archive = self._object_store.get(bucket, key, version)
+            if archive is None:
+                return f"plugins s3://{bucket}/{key}" + (f" version {version}" if version else "") + " not found"
+            if not zipfile.is_zipfile(BytesIO(archive)):
+                return f"plugins s3://{bucket}/{key} is not a zip archive"
+            env.plugins_archive = archive
+        if env.config.get("RequirementsS3Path"):
+            key, version = env.config["RequirementsS3Path"], env.config.get("RequirementsS3ObjectVersion")
+            requirements = self._object_store.get(bucket, key, version)
+            if requirements is None:
+                return f"requirements s3://{bucket}/{key}" + (f" version {version}" if version else "") + " not found"
+            try:
+                release = local_release(str(env.config.get("AirflowVersion", DEFAULT_VERSION)))
+                missing = unsatisfied_requirements(requirements.decode(errors="replace"), release)
+            except AirflowNotInstalled:
+                missing = []  # no Airflow here to check against (tests that never start Airflow)
+            if missing:
+                return f"requirements not satisfiable: {', '.join(missing)}"
+        return None
+
+    def _retire(self, env: EmulatedEnvironment) -> None:
+        """DELETED: this generation's Airflow goes, with its database."""
+        backend = self._backends.pop(env.token, None)
+        if backend is not None:
+            backend.close(remove=True)
+
+    @staticmethod
+    def _schedules(method: str, path: str) -> bool:
+        """Whether a successful REST call may give the scheduler a run to start (a new run, an unpause)."""
+        if method == "POST":
+            return re.fullmatch(r"/dags/[^/]+/dagRuns/?", path) is not None
+        return method == "PATCH" and re.fullmatch(r"/dags(/[^/]+)?/?", path) is not None
 
     def _available(self, account: str, region: str, name: str) -> EmulatedEnvironment:
         env = self._get(account, region, name)
@@ -597,6 +743,8 @@ class MwaaEmulator:
         self._lock.release()  # Airflow takes seconds; other API calls must not wait on it
         try:
             status, text = backend.rest(method, path, params.get("QueryParameters"), params.get("Body"))
+            if status < 300 and self._schedules(method, path):
+                backend.schedule_runs()
         finally:
             self._lock.acquire()
         try:
@@ -651,6 +799,8 @@ class MwaaEmulator:
                 return 400, {}, json.dumps({"message": f"Command not supported: {' '.join(argv[:2])}"}).encode()
             backend = self.airflow(*entry[0])
         done = backend.cli(argv)
+        if done.returncode == 0 and argv[:2] in (["dags", "trigger"], ["dags", "unpause"]):
+            backend.schedule_runs()
         payload = {
             "stdout": base64.b64encode(done.stdout.encode()).decode(),
             "stderr": base64.b64encode(done.stderr.encode()).decode(),
@@ -679,6 +829,16 @@ class MwaaEmulator:
                 return False
             duration = t.after_endpoints if env.customer_endpoints else t.creating
             if elapsed >= duration:
+                error = self._creation_error(env)
+                if error is not None:
+                    env.last_update = {
+                        "Status": "FAILED",
+                        "CreatedAt": env.created_at.timestamp(),
+                        "Error": {"ErrorCode": "INCORRECT_CONFIGURATION", "ErrorMessage": error},
+                    }
+                    self._transition(env, "CREATE_FAILED", at=since + duration)
+                    return True
+                env.available_at = since + duration
                 self._transition(env, "AVAILABLE", at=since + duration)
                 return True
         elif env.status == "PENDING":
@@ -691,6 +851,7 @@ class MwaaEmulator:
                 return True
         elif env.status == "DELETING" and elapsed >= t.deleting:
             self._transition(env, "DELETED", at=since + t.deleting)
+            self._retire(env)
             return True
         elif env.status == "UPDATING" and elapsed >= t.updating:
             env.config.update(env.pending_update or {})

@@ -57,6 +57,9 @@ class StubAirflow:
         self.received.append((method, path))
         return 200, '{"ok": true}'
 
+    def schedule_runs(self) -> None:
+        """A trigger pokes the scheduler; nothing runs behind the stub."""
+
 
 @pytest.fixture
 def ops(cloud: LocalCloud, vpc: SharedVpc, monkeypatch: pytest.MonkeyPatch) -> tuple[LocalCloud, StubAirflow]:
