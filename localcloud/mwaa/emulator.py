@@ -86,6 +86,9 @@ CREATE_KEYS = {
     "EndpointManagement",
     "MinWebservers",
     "MaxWebservers",
+    # botocore 1.44 (2026): IAM Identity Center sign-in and per-team DAG folders.
+    "IdentityCenterConfiguration",
+    "Teams",
 }
 UPDATE_KEYS = CREATE_KEYS - {"KmsKey", "Tags", "EndpointManagement"}
 # Keys GetEnvironment returns as they were given (the others get defaults or are rebuilt).
@@ -495,8 +498,12 @@ class MwaaEmulator:
                 raise _validation(f"{key} must not be empty")
         if "EnvironmentClass" in params and params["EnvironmentClass"] not in ENVIRONMENT_CLASSES:
             raise _validation(f"Invalid EnvironmentClass {params['EnvironmentClass']!r}")
-        if params.get("WebserverAccessMode", "PRIVATE_ONLY") not in ("PRIVATE_ONLY", "PUBLIC_ONLY"):
-            raise _validation(f"Invalid WebserverAccessMode {params['WebserverAccessMode']!r}")
+        mode = params.get("WebserverAccessMode", "PRIVATE_ONLY")
+        if mode not in ("PRIVATE_ONLY", "PUBLIC_ONLY", "PUBLIC_AND_PRIVATE"):
+            raise _validation(f"Invalid WebserverAccessMode {mode!r}")
+        version = str(params.get("AirflowVersion", "3.2"))
+        if mode == "PUBLIC_AND_PRIVATE" and tuple(int(p) for p in version.split(".")[:2]) < (3, 2):
+            raise _validation("WebserverAccessMode PUBLIC_AND_PRIVATE needs Airflow 3.2 or later")
         if params.get("EndpointManagement", "SERVICE") not in ("CUSTOMER", "SERVICE"):
             raise _validation(f"Invalid EndpointManagement {params['EndpointManagement']!r}")
         min_w, max_w = params.get("MinWorkers", 1), params.get("MaxWorkers", 10)
