@@ -650,6 +650,9 @@ def _preload(op: str) -> None:
     """Imports what an operation needs before the clock starts: timings are of the work, and the RSS
     "at start" is the interpreter with its libraries."""
     if op.startswith("ours-"):
+        # SQLAlchemy imports a dialect's modules at the first create_engine: 0.2 s of imports, not work.
+        import sqlalchemy.dialects.postgresql.psycopg  # noqa: PLC0415, F401
+
         import mwaa_control.metadata.backup  # noqa: PLC0415
         import mwaa_control.metadata.restore  # noqa: PLC0415, F401
 

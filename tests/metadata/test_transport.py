@@ -9,6 +9,8 @@ import os
 import random
 import resource
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -26,6 +28,7 @@ from mwaa_control.metadata.database import (
     _binary_to_hex,
     _hex_to_binary,
     open_database,
+    prefetched,
 )
 from mwaa_control.metadata.errors import MetadataError
 from tests.metadata.blobs import CREATE, blobs_table
@@ -253,16 +256,18 @@ def test_copy_works_with_descriptor_numbers_above_1024(postgres: PostgresServer)
 
 
 class _FailingSink:
-    """A spool that fails after some rows, the way a full disk would."""
+    """A spool that fails once some bytes are written, the way a full disk would."""
 
-    def __init__(self, rows: int) -> None:
-        self.left = rows
+    def __init__(self, capacity: int) -> None:
+        self.left = capacity
+        self.writes = 0
 
-    def write(self, data: object) -> int:
-        self.left -= 1
+    def write(self, data: bytes | bytearray) -> int:
+        self.writes += 1
+        self.left -= len(data)
         if self.left < 0:
             raise OSError(28, "No space left on device")
-        return 0
+        return len(data)
 
 
 def test_an_error_inside_the_copy_loop_leaves_the_connection_usable(postgres: PostgresServer) -> None:
@@ -273,6 +278,46 @@ def test_an_error_inside_the_copy_loop_leaves_the_connection_usable(postgres: Po
     database = open_database(dsn.replace("postgresql://", "postgresql+psycopg://"))
     with pytest.raises(psycopg.errors.InFailedSqlTransaction), database.snapshot() as reader:
         assert isinstance(reader, PostgresSession)
+        sink = _FailingSink(8 << 20)  # full a third of the way through a ~25 MB COPY
         with pytest.raises(OSError, match="No space left"):
-            reader._copy_out_libpq("COPY blobs TO STDOUT WITH (FORMAT csv)", _FailingSink(100))
+            reader._copy_out_libpq("COPY blobs TO STDOUT WITH (FORMAT csv)", sink)
+        assert sink.writes > 1, "the error is raised in the middle of the COPY, not at its first write"
         reader.query("SELECT 1")
+
+
+# Chunks of a COPY FROM are made in a thread while the server loads the previous one ------------
+
+
+def test_prefetched_items_arrive_in_order() -> None:
+    assert list(prefetched(iter(range(1000)))) == list(range(1000))
+
+
+def test_an_error_making_an_item_is_raised_to_the_caller_after_the_items_before_it() -> None:
+    def items() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise MetadataError("a row that cannot be restored")
+
+    seen = []
+    with pytest.raises(MetadataError, match="cannot be restored"):
+        for item in prefetched(items()):
+            seen.append(item)
+    assert seen == [1, 2]
+
+
+def test_a_caller_that_stops_early_stops_the_thread_and_closes_the_items() -> None:
+    made, closed = [], threading.Event()
+
+    def items() -> Iterator[int]:
+        try:
+            for i in range(1_000_000):
+                made.append(i)
+                yield i
+        finally:
+            closed.set()
+
+    chunks = prefetched(items())
+    assert next(chunks) == 0
+    chunks.close()
+    assert closed.is_set() and len(made) <= 3, len(made)
+    assert not any(t.name == "prefetch" for t in threading.enumerate())

@@ -19,11 +19,12 @@ import select
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from queue import Empty, Full, Queue
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,11 +35,14 @@ import sqlalchemy as sa
 from mwaa_control.metadata.errors import MetadataError
 from mwaa_control.metadata.schema import Kind, Schema, Table, reflect
 
+T = TypeVar("T")
+
 BATCH_ROWS = 65_536
 # Batches are bounded by their size, not only by rows: 65,536 rows of rendered template fields or
 # XCom values (kilobytes each) would be hundreds of MB of Arrow memory per batch.
 BATCH_BYTES = 8 << 20
 FETCH_ROWS = 1_024  # SQLite rows fetched at a time while a batch fills up to BATCH_BYTES
+COPY_CHUNK = 1 << 18  # bytes of COPY output gathered before they are handed to the CSV parser
 CSV_BLOCK = 1 << 20  # Arrow reads ahead several blocks: larger blocks cost memory, not speed
 MAX_CSV_BLOCK = 1 << 30  # a single row may be this large (a CSV row must fit in one block)
 
@@ -164,19 +168,28 @@ def _rows_up_to(cursor: sqlite3.Cursor, max_bytes: int, max_rows: int) -> Iterat
         yield rows
 
 
-def parquet_batches(path: Path | str, max_rows: int, max_bytes: int = BATCH_BYTES) -> Iterator[pa.RecordBatch]:
-    """A Parquet file's record batches, of at most `max_rows` rows and about `max_bytes` decoded: the
-    widest row group's average row (from the file's metadata, uncompressed) sets the batch length."""
+def parquet_batches(
+    path: Path | str, max_rows: int, max_bytes: int = BATCH_BYTES, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """A Parquet file's record batches (of `columns`, or all), of at most `max_rows` rows and about
+    `max_bytes` decoded: the widest row group's average row (from the file's metadata, uncompressed,
+    counting only the columns read) sets the batch length."""
     parquet = pq.ParquetFile(path)
     metadata = parquet.metadata
-    widest = max(
-        (
-            metadata.row_group(i).total_byte_size / max(metadata.row_group(i).num_rows, 1)
-            for i in range(metadata.num_row_groups)
-        ),
-        default=1.0,
-    )
-    yield from parquet.iter_batches(batch_size=max(1, min(max_rows, int(max_bytes // max(widest, 1.0)))))
+    chosen = None if columns is None else {parquet.schema_arrow.get_field_index(c) for c in columns}
+
+    def row_bytes(group: int) -> float:
+        meta = metadata.row_group(group)
+        size: int
+        if chosen is None:
+            size = meta.total_byte_size
+        else:
+            size = sum(meta.column(i).total_uncompressed_size for i in range(meta.num_columns) if i in chosen)
+        return size / max(int(meta.num_rows), 1)
+
+    widest = max((row_bytes(i) for i in range(metadata.num_row_groups)), default=1.0)
+    batch_size = max(1, min(max_rows, int(max_bytes // max(widest, 1.0))))
+    yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
 
 
 class SqliteWriter(SqliteReader):
@@ -410,7 +423,7 @@ def _binary_to_hex(column: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(marker, hexed, nothing)
 
 
-def _csv_chunks(table: Table, columns: list[str], batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
+def _csv_chunks(table: Table, columns: list[str], batches: Iterator[pa.RecordBatch]) -> Iterator[memoryview]:
     for batch in batches:
         if batch.num_rows == 0:
             continue
@@ -427,14 +440,60 @@ def _csv_chunks(table: Table, columns: list[str], batches: Iterator[pa.RecordBat
             arrays.append(array)
         sink = pa.BufferOutputStream()
         pacsv.write_csv(pa.table(arrays, names=columns), sink, pacsv.WriteOptions(include_header=False))
-        yield sink.getvalue().to_pybytes()
+        yield memoryview(sink.getvalue())  # Arrow's buffer itself, not a copy of it
+
+
+def prefetched(items: Iterator[T], depth: int = 1) -> Generator[T, None, None]:
+    """The same items, made in a thread up to `depth` ahead of the caller: memory is a few items.
+    An error making them is raised here, in the caller's thread. If the caller stops early, the
+    thread stops at its next item."""
+    queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
+    stopped = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stopped.is_set():
+            try:
+                queue.put(entry, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((False, None))
+        except BaseException as error:  # re-raised in the caller's thread
+            put((False, error))
+
+    producer = threading.Thread(target=produce, name="prefetch", daemon=True)
+    producer.start()
+    try:
+        while True:
+            more, value = queue.get()
+            if not more:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stopped.set()
+        with contextlib.suppress(Empty):
+            while True:
+                queue.get_nowait()
+        producer.join()
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
 
 
 class _ChunkStream(io.RawIOBase):
     """A readable file over an iterator of byte chunks (psycopg2's copy_expert reads files). An
     error raised while making a chunk is kept: psycopg2 reports it as a cancelled COPY."""
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
+    def __init__(self, chunks: Iterator[memoryview]) -> None:
         self._chunks = chunks
         self._pending = memoryview(b"")
         self.error: BaseException | None = None
@@ -517,15 +576,23 @@ class PostgresSession:
             raise MetadataError(f"COPY did not start: {message.strip()}")
         try:
             get, write, readable = pgconn.get_copy_data, spool.write, _Readable(pgconn.socket)
+            # The server sends a message per row: rows are gathered here and handed on in chunks,
+            # one call into the spool per chunk rather than one per row.
+            pending = bytearray()
             while True:
                 size, data = get(1)
                 if size > 0:
-                    write(data)
+                    pending += data
+                    if len(pending) >= COPY_CHUNK:
+                        write(pending)
+                        pending = bytearray()
                 elif size == 0:
                     readable.wait()
                     pgconn.consume_input()
                 else:
                     break
+            if pending:
+                write(pending)
         except BaseException:
             # Never leave the connection inside a COPY: cancel it and read it to its end, so the
             # rollback that follows works and reports this error, not "another command is in progress".
@@ -550,23 +617,29 @@ class PostgresSession:
         with contextlib.suppress(Exception):
             self._driver.cancel()
 
-    def _copy_in(self, sql: str, chunks: Iterator[bytes]) -> None:
+    def _copy_in(self, sql: str, chunks: Iterator[memoryview]) -> None:
         """One COPY per table, fed chunk by chunk: the server loads while the next chunk is made."""
-        if self._psycopg3:
-            with self._driver.cursor() as cursor, cursor.copy(sql) as copy:
-                for chunk in chunks:
-                    copy.write(chunk)
-        else:
-            stream = _ChunkStream(chunks)
-            cursor = self._driver.cursor()
-            try:
-                cursor.copy_expert(sql, stream, size=1 << 20)
-            except Exception:
-                if stream.error is not None:
-                    raise stream.error from None
-                raise
-            finally:
-                cursor.close()
+        try:
+            if self._psycopg3:
+                with self._driver.cursor() as cursor, cursor.copy(sql) as copy:
+                    for chunk in chunks:
+                        copy.write(chunk)
+            else:
+                stream = _ChunkStream(chunks)
+                cursor = self._driver.cursor()
+                try:
+                    cursor.copy_expert(sql, stream, size=1 << 20)
+                except Exception:
+                    if stream.error is not None:
+                        raise stream.error from None
+                    raise
+                finally:
+                    cursor.close()
+        finally:
+            # A COPY the server refused: stop making chunks now (a prefetching thread), not later.
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
 
     def batches(
         self, table: Table, where: str = "", params: Sequence[Any] = (), block_size: int = CSV_BLOCK
@@ -680,7 +753,9 @@ class PostgresSession:
     def insert(self, table: Table, columns: list[str], batches: Iterator[pa.RecordBatch]) -> None:
         names = ", ".join(quote(c) for c in columns)
         statement = f"COPY {quote(table.name)} ({names}) FROM STDIN WITH (FORMAT csv)"
-        self._copy_in(statement, _csv_chunks(table, columns, batches))
+        # The server's loading (indexes, constraints) is the slow side: the next chunk is read,
+        # remapped, re-encrypted and formatted while it loads the previous one.
+        self._copy_in(statement, prefetched(_csv_chunks(table, columns, batches)))
 
     def timestamp(self, value: datetime) -> Any:
         return value.astimezone(UTC)

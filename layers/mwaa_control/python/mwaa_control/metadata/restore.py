@@ -35,7 +35,6 @@ import json
 import logging
 import re
 import secrets
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from dataclasses import replace as replaced
@@ -73,6 +72,9 @@ from mwaa_control.metadata.store import BackupStore, scratch_dir
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 16_384  # rows per Arrow batch: bounds memory; COPY streams them into one statement
+# Decoded bytes per batch written: the server loads one batch while the next is prepared, and each is
+# held a few times over on the way (remapped, re-encrypted, as CSV).
+WRITE_BATCH_BYTES = 2 << 20
 
 LEDGER_EVENT = RESTORE_LEDGER_EVENT
 FINGERPRINT = "__fingerprint"
@@ -239,7 +241,7 @@ class RestoreEngine:
             before = {t.name: self._count(writer, t.name) for t in tables}
             maps: dict[str, IdMap] = {}
             referenced = {r.parent for t in tables for r in t.references}
-            matched: dict[str, set[int]] = {}
+            matched: dict[str, list[pa.Array]] = {}
             for table in tables:
                 result = self._restore_table(
                     writer,
@@ -252,7 +254,7 @@ class RestoreEngine:
                     sealer,
                     fernet,
                     reencrypted,
-                    matched.setdefault(table.name, set()),
+                    matched.setdefault(table.name, []),
                 )
                 results.append(result)
                 if request.after_table:
@@ -262,7 +264,8 @@ class RestoreEngine:
                 raise RestoreRefused("restore does not add up, rolled back: " + "; ".join(problems))
             # Meaning, not counts: every restored row's references resolve to the rows the backup's
             # did (a dataset event to its dataset's URI), read back inside this transaction.
-            problems = meaning_problems(cast("Reader", writer), schema, files, tables, skip_links=matched)
+            kept = {name: _concat(masks, pa.bool_()) for name, masks in matched.items()}
+            problems = meaning_problems(cast("Reader", writer), schema, files, tables, skip_links=kept)
             if problems:
                 raise RestoreRefused(
                     "the restored rows do not mean what the backup's do, rolled back: " + "; ".join(problems)
@@ -493,10 +496,10 @@ class RestoreEngine:
         sealer: Sealer | None,
         fernet: MultiFernet | None,
         reencrypted: list[int],
-        matched_rows: set[int],
+        matched_rows: list[pa.Array],
     ) -> TableRestore:
-        """`matched_rows` receives the positions (in the backup's file) of rows matched to rows the
-        target already had: a history row the target kept may link elsewhere, by design."""
+        """`matched_rows` receives, batch by batch in the backup file's order, which rows were matched
+        to rows the target already had: a history row the target kept may link elsewhere, by design."""
         entry = manifest.tables[table.name]
         if {c.name for c in entry.columns} != set(table.column_names):
             raise SchemaMismatch(f"{table.name}: columns differ between backup and target (nothing was changed)")
@@ -510,17 +513,15 @@ class RestoreEngine:
         updates: list[tuple[object, ...]] = []
         update_columns = self._update_columns(table)
         known: list[pa.Array] = []
-        position = [0]
 
         def fresh_batches() -> Iterator[pa.RecordBatch]:
             """The rows to insert, batch by batch, streamed into one COPY (or executemany)."""
-            for stored in parquet_batches(path, BATCH_ROWS):  # rows and bytes bounded
+            for stored in parquet_batches(path, BATCH_ROWS, WRITE_BATCH_BYTES):  # rows and bytes bounded
                 batch = self._prepare(stored, table, schema, maps, result, sealer, fernet, reencrypted)
                 if surrogate and table.name in referenced:
                     known.append(batch.column(surrogate))
                 conflict = self._conflicts(batch, table, existing)
-                matched_rows.update(position[0] + i for i, hit in enumerate(conflict.to_pylist()) if hit)
-                position[0] += batch.num_rows
+                matched_rows.append(conflict)
                 fresh = batch
                 if existing:
                     if surrogate:
@@ -575,7 +576,7 @@ class RestoreEngine:
             batch = self._reencrypt(batch, table, sealer, fernet, reencrypted)
         if table.fingerprint is not None:
             # After the remap: references are the target's ids, as in the target's rows.
-            batch = batch.append_column(FINGERPRINT, pa.array(_fingerprints(batch, table), pa.string()))
+            batch = batch.append_column(FINGERPRINT, _fingerprints(batch, table))
         return batch
 
     def _apply_updates(
@@ -618,10 +619,10 @@ class RestoreEngine:
             names = ", ".join(quote(c) for c in columns)
             rows = writer.query(f"SELECT {names} FROM {quote(table.name)}")  # noqa: S608
             if rows:
-                typed = pa.table(
+                typed = pa.RecordBatch.from_pydict(
                     {c: _typed([r[i] for r in rows], table.column(c).kind) for i, c in enumerate(table.fingerprint)}
                 )
-                digests = pa.array(_fingerprints(typed, table), pa.string())
+                digests = _fingerprints(typed, table)
                 ids = _typed([r[-1] for r in rows], Kind.INTEGER)
                 found.append(((FINGERPRINT,), pa.table({FINGERPRINT: digests, TARGET_ID: ids})))
             return found
@@ -801,26 +802,108 @@ def fernet_fingerprint(keys: str | None) -> str | None:
     return hashlib.sha256(b"mwaa-control:fernet-key-fingerprint:v1:" + first.encode()).hexdigest()[:16]
 
 
-def _fingerprints(rows: pa.RecordBatch | pa.Table, table: Table) -> list[str]:
-    columns = table.fingerprint or ()
-    return fingerprints([(table.column(c).kind, rows.column(c).to_pylist()) for c in columns], rows.num_rows)
+def _fingerprints(rows: pa.RecordBatch, table: Table) -> pa.Array:
+    """Per row, a 128-bit digest of the canonical values of the table's fingerprint columns: what
+    matches a backup row to a target row of the same content. Computed for both sides within one
+    restore and never stored; 128 bits, because a collision would match a row to another's."""
+    fields = [_field(rows.column(c), table.column(c).kind, None) for c in table.fingerprint or ()]
+    digest = hashlib.blake2b
+    data = b"".join([digest(v, digest_size=16).digest() for v in _joined(fields, rows.num_rows).to_pylist()])
+    return pa.Array.from_buffers(pa.binary(16), rows.num_rows, [None, pa.py_buffer(data)])
 
 
 # --- meaning ------------------------------------------------------------------------------------
+#
+# What a row MEANS: its identity (natural key, or fingerprint) with every reference replaced by the
+# identity of the row it points at, recursively. Ids are numbers local to one database; meanings
+# compare across databases. Both sides are read in batches and each row's meaning is reduced to a
+# 64-bit digest (Python's hash of bytes: SipHash, keyed at random per process unless PYTHONHASHSEED
+# fixes it; both sides are digested in this one process), so memory is 8 bytes a row per side, not
+# the rows. Only when a table's digests differ are its offending rows read again and described in
+# full, by name.
 
 
-RowSource = Callable[[Table, list[str]], pa.Table]
+RowSource = Callable[[Table, list[str]], Iterator[pa.RecordBatch]]
+"""One side's rows of a table, only the given columns, in batches of bounded size, in the same order
+every time they are read."""
+
+_NULL_FIELD = pa.scalar(b"~", pa.binary())
+_MARK = pa.scalar(b":", pa.binary())
+_NOTHING = pa.scalar(b"", pa.binary())
+_EXACT_INTEGERS = float(1 << 53)
+
+
+def _concat(arrays: list[pa.Array], kind: pa.DataType) -> pa.Array:
+    return pa.concat_arrays([a.cast(kind) for a in arrays]) if arrays else pa.array([], kind)
+
+
+def _canonical_text(values: pa.Array, kind: Kind) -> pa.Array:
+    """The values' text as it means the same on every dialect (schema.canonical, vectorised): JSON
+    re-dumped with sorted keys, whole floats as integers, timestamps as microseconds."""
+    arrow = values.type
+    if kind is Kind.JSON:
+        # jsonb reorders keys and spacing: only a parser can tell two JSON texts mean the same.
+        return pa.array([canonical(Kind.JSON, v) for v in values.to_pylist()], pa.string())
+    if pa.types.is_floating(arrow):
+        # SQLite keeps float seconds in INTEGER columns: 3.0 on one side is 3 on the other.
+        whole = pc.and_(pc.equal(pc.floor(values), values), pc.less(pc.abs(values), _EXACT_INTEGERS))
+        integers = pc.if_else(whole, values, pa.scalar(0.0, arrow)).cast(pa.int64(), safe=False)
+        return pc.if_else(whole, integers.cast(pa.string()), values.cast(pa.string()))
+    if pa.types.is_timestamp(arrow):
+        return values.cast(pa.timestamp("us", tz=arrow.tz)).cast(pa.int64()).cast(pa.string())
+    if pa.types.is_date(arrow):
+        return values.cast(pa.date32()).cast(pa.int32()).cast(pa.string())
+    if pa.types.is_binary(arrow) or pa.types.is_large_binary(arrow) or pa.types.is_string(arrow):
+        return values
+    return values.cast(pa.string())
+
+
+def _field(values: pa.Array, kind: Kind, parent: tuple[pa.Array, pa.Array] | None) -> pa.Array:
+    """Each value as a self-delimiting byte string (its length, a colon, its bytes; "~" for null),
+    a reference as the digest of the identity of the row it points at (null if that row is not
+    there: a restore clears soft references to rows the source no longer had)."""
+    if parent is not None:
+        ids, digests = parent
+        text = pc.take(digests, pc.index_in(values.cast(pa.int64()), value_set=ids)).cast(pa.string())
+    else:
+        text = _canonical_text(values, kind)
+    data = text.cast(pa.binary())
+    length = pc.binary_length(data).cast(pa.string()).cast(pa.binary())
+    sized = pc.binary_join_element_wise(length, _MARK, data, _NOTHING)
+    return pc.fill_null(sized, _NULL_FIELD)
+
+
+def _joined(fields: list[pa.Array], rows: int) -> pa.Array:
+    if not fields:
+        return pa.array([b""] * rows, pa.binary())
+    return fields[0] if len(fields) == 1 else pc.binary_join_element_wise(*fields, _NOTHING)
+
+
+def _digest(fields: list[pa.Array], rows: int) -> pa.Array:
+    return pa.array([hash(value) for value in _joined(fields, rows).to_pylist()], pa.int64())
+
+
+def value_digests(batch: pa.RecordBatch, table: Table, columns: tuple[str, ...]) -> pa.Array:
+    """Per row, a 64-bit digest of the canonical values of `columns` (references not resolved),
+    comparable with those of the other side within this process."""
+    return _digest([_field(batch.column(c), table.column(c).kind, None) for c in columns], batch.num_rows)
+
+
+@dataclass
+class _Sample:
+    """A few rows of a table, described: identities and other links as readable JSON."""
+
+    identities: list[str]
+    links: list[str]
 
 
 class Meanings:
-    """What rows mean on one side (a backup's files, or a database): each row's identity (natural
-    key, or fingerprint) with every reference replaced by the identity of the row it points at,
-    recursively. Ids are numbers local to one database; meanings compare across databases."""
+    """What rows mean on one side (a backup's files, or a database)."""
 
     def __init__(self, schema: Schema, rows: RowSource) -> None:
         self.schema = schema
         self._rows = rows
-        self._by_id: dict[str, dict[int, str]] = {}
+        self._by_id: dict[str, tuple[pa.Array, pa.Array]] = {}
         self._resolving: set[str] = set()
 
     def links(self, table: Table) -> dict[str, Table]:
@@ -844,53 +927,108 @@ class Meanings:
         sealed = {s.column for s in table.sealed}
         return tuple(c for c in table.column_names if c not in sealed)
 
-    def describe(self, table: Table) -> tuple[list[str], list[str], list[int | None]]:
-        """Per row: its identity, its other links (resolved), and its id (when it has one)."""
-        links = self.links(table)
+    def columns(self, table: Table) -> tuple[tuple[str, ...], list[str], list[str]]:
+        """The identity, the other links, and every column read (with the id, when there is one)."""
         identity = self.identity(table)
-        others = [c for c in links if c not in identity]
+        others = [c for c in self.links(table) if c not in identity]
         surrogate = [table.surrogate_id] if table.surrogate_id else []
-        columns = list(dict.fromkeys([*identity, *others, *surrogate]))
-        data = self._rows(table, columns)
-        resolved = {c: self.by_id(parent) for c, parent in links.items()}
-        values = {c: data.column(c).to_pylist() for c in columns}
-        kinds = {c: table.column(c).kind for c in columns}
+        return identity, others, list(dict.fromkeys([*identity, *others, *surrogate]))
+
+    def digests(self, table: Table) -> Iterator[tuple[pa.RecordBatch, pa.Array, pa.Array]]:
+        """Batch by batch: the rows, the digest of each row's identity, and the digest of its
+        identity together with its other links."""
+        identity, others, columns = self.columns(table)
+        # Every parent is digested before this table's rows are read: one stream at a time.
+        resolved = {c: self.by_id(parent) for c, parent in self.links(table).items() if c in columns}
+        for batch in self._rows(table, columns):
+            fields = {
+                c: _field(batch.column(c), table.column(c).kind, resolved.get(c))
+                for c in dict.fromkeys([*identity, *others])
+            }
+            mine = _digest([fields[c] for c in identity], batch.num_rows)
+            whole = _digest([fields[c] for c in (*identity, *others)], batch.num_rows) if others else mine
+            yield batch, mine, whole
+
+    def by_id(self, table: Table) -> tuple[pa.Array, pa.Array]:
+        """A table's ids and the digests of the identities of their rows."""
+        if table.name in self._by_id:
+            return self._by_id[table.name]
+        if table.name in self._resolving or not table.surrogate_id:
+            # A cycle of references: the inner one is not resolved (on both sides alike).
+            return pa.array([], pa.int64()), pa.array([], pa.int64())
+        self._resolving.add(table.name)
+        try:
+            ids, digests = [], []
+            for batch, mine, _ in self.digests(table):
+                ids.append(batch.column(table.surrogate_id))
+                digests.append(mine)
+        finally:
+            self._resolving.discard(table.name)
+        self._by_id[table.name] = (_concat(ids, pa.int64()), _concat(digests, pa.int64()))
+        return self._by_id[table.name]
+
+    def sample(self, table: Table, chosen: Callable[[int, pa.Array, pa.Array], pa.Array], limit: int) -> _Sample:
+        """Up to `limit` rows, chosen per batch by `chosen(offset, identity digests, whole digests)`,
+        described by name (read again: only ever for a table whose digests differ)."""
+        picked: list[pa.RecordBatch] = []
+        offset, count = 0, 0
+        for batch, mine, whole in self.digests(table):
+            if count < limit:
+                rows = batch.filter(chosen(offset, mine, whole)).slice(0, limit - count)
+                picked.append(rows)
+                count += rows.num_rows
+            offset += batch.num_rows
+        if not picked:
+            return _Sample([], [])
+        return self.describe(table, pa.Table.from_batches(picked).combine_chunks())
+
+    def describe(self, table: Table, data: pa.Table) -> _Sample:
+        identity, others, _ = self.columns(table)
+        links = self.links(table)
+        resolved = {
+            c: self._names(links[c], {int(v) for v in data.column(c).to_pylist() if v is not None})
+            for c in dict.fromkeys([*identity, *others])
+            if c in links
+        }
 
         def meaning(column: str, value: object) -> object:
             if column in resolved:
-                # A reference to a row that is not there means nothing, on either side (a restore
-                # clears soft references to rows the source no longer had).
                 return None if value is None else resolved[column].get(int(cast("int", value)))
-            return canonical(kinds[column], value)
+            return canonical(table.column(column).kind, value)
 
+        values = {c: data.column(c).to_pylist() for c in dict.fromkeys([*identity, *others])}
         identities, linked = [], []
         for i in range(data.num_rows):
             identities.append(json.dumps([meaning(c, values[c][i]) for c in identity], default=str, ensure_ascii=False))
             linked.append(json.dumps({c: meaning(c, values[c][i]) for c in others}, default=str, ensure_ascii=False))
-        ids: list[int | None] = [None] * data.num_rows
-        if surrogate:
-            ids = [None if v is None else int(v) for v in values[surrogate[0]]]
-        return identities, linked, ids
+        return _Sample(identities, linked)
 
-    def by_id(self, table: Table) -> dict[int, str]:
-        if table.name in self._by_id:
-            return self._by_id[table.name]
-        if table.name in self._resolving:
-            return {}  # a cycle of references: the inner one is not resolved
+    def _names(self, table: Table, ids: set[int]) -> dict[int, str]:
+        """The readable identities of the rows of `table` with these ids."""
+        surrogate = table.surrogate_id
+        if not ids or surrogate is None or table.name in self._resolving:
+            return {}
+        wanted = pa.array(sorted(ids), pa.int64())
         self._resolving.add(table.name)
         try:
-            identities, _, ids = self.describe(table)
+            _, _, columns = self.columns(table)
+            found = [
+                batch.filter(pc.is_in(batch.column(surrogate).cast(pa.int64()), value_set=wanted))
+                for batch in self._rows(table, columns)
+            ]
+            rows = pa.Table.from_batches(found) if found else None
+            if rows is None or rows.num_rows == 0:
+                return {}
+            described = self.describe(table, rows.combine_chunks())
         finally:
             self._resolving.discard(table.name)
-        self._by_id[table.name] = {i: m for i, m in zip(ids, identities, strict=True) if i is not None}
-        return self._by_id[table.name]
+        return dict(zip((int(v) for v in rows.column(surrogate).to_pylist()), described.identities, strict=True))
 
 
 def backup_rows(files: dict[str, Path]) -> RowSource:
-    def read(table: Table, columns: list[str]) -> pa.Table:
-        if table.name not in files:
-            return pa.table({c: pa.array([], ARROW_TYPES[table.column(c).kind]) for c in columns})
-        return pq.read_table(files[table.name], columns=columns)
+    def read(table: Table, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        if table.name in files:
+            yield from parquet_batches(files[table.name], BATCH_ROWS, columns=columns)
 
     return read
 
@@ -900,7 +1038,7 @@ def database_rows(reader: Reader, files: dict[str, Path] | None = None) -> RowSo
     floats: SQLite keeps float seconds in INTEGER columns (task_reschedule.duration), and a target
     reflected while empty cannot know it."""
 
-    def read(table: Table, columns: list[str]) -> pa.Table:
+    def read(table: Table, columns: list[str]) -> Iterator[pa.RecordBatch]:
         kinds: dict[str, Kind] = {}
         if files and table.name in files:
             stored = pq.read_schema(files[table.name])
@@ -908,8 +1046,7 @@ def database_rows(reader: Reader, files: dict[str, Path] | None = None) -> RowSo
         narrow = replaced(
             table, columns=[replaced(table.column(c), kind=kinds.get(c, table.column(c).kind)) for c in columns]
         )
-        batches = list(reader.batches(narrow))
-        return pa.Table.from_batches(batches, schema=narrow.arrow_schema())
+        yield from reader.batches(narrow)
 
     return read
 
@@ -919,39 +1056,80 @@ def meaning_problems(
     schema: Schema,
     files: dict[str, Path],
     tables: list[Table],
-    skip_links: dict[str, set[int]] | None = None,
+    skip_links: dict[str, pa.Array] | None = None,
     limit: int = 3,
 ) -> list[str]:
     """Every backup row of `tables` has a row of the same identity in the target, and that row's
-    references point at the rows the backup's did (compared by what they mean). `skip_links`:
-    positions of backup rows matched to rows the target already had (history the target keeps,
-    with its own links): only their identity is checked."""
+    references point at the rows the backup's did (compared by what they mean). `skip_links`: per
+    table, a mask over the backup file's rows of those matched to rows the target already had
+    (history the target keeps, with its own links): only their identity is checked.
+
+    What this cannot prove: rows are compared by 64-bit digests of their meaning, so a difference
+    hides with a chance of about (rows of the table) in 2**64; references of more than one column,
+    a table's references to itself and references inside a cycle of tables are not resolved (nor
+    compared); and a backup row matched to a row the target already had is checked by identity only."""
     backup, target = Meanings(schema, backup_rows(files)), Meanings(schema, database_rows(reader, files))
     problems: list[str] = []
     for table in tables:
         if table.name not in files or pq.ParquetFile(files[table.name]).metadata.num_rows == 0:
             continue
-        mine, my_links, _ = backup.describe(table)
-        theirs, their_links, _ = target.describe(table)
-        present: dict[str, set[str]] = {}
-        for identity, links in zip(theirs, their_links, strict=True):
-            present.setdefault(identity, set()).add(links)
-        skipped = (skip_links or {}).get(table.name, set())
-        missing: Counter[str] = Counter()
-        wrong: list[str] = []
-        for position, (identity, links) in enumerate(zip(mine, my_links, strict=True)):
-            if identity not in present:
-                missing[identity] += 1
-            elif position not in skipped and links != "{}" and links not in present[identity]:
-                wrong.append(f"{identity} links {links}, the target's {sorted(present[identity])[:2]}")
-        if missing:
-            examples = "; ".join(list(missing)[:limit])
-            problems.append(
-                f"{table.name}: {sum(missing.values())} rows of the backup have no row of the same meaning in the "
-                f"target (references resolved to what they point at), e.g. {examples}"
-            )
-        if wrong:
-            problems.append(
-                f"{table.name}: {len(wrong)} rows point at other rows than the backup's: {'; '.join(wrong[:limit])}"
-            )
+        _, others, _ = backup.columns(table)
+        present, present_whole = _digests_of(target, table)
+        mine, my_whole = _digests_of(backup, table)
+        missing = pc.invert(pc.is_in(mine, value_set=present))
+        wrong = pa.repeat(pa.scalar(False), len(mine))
+        if others:
+            wrong = pc.and_(pc.invert(missing), pc.invert(pc.is_in(my_whole, value_set=present_whole)))
+            skipped = (skip_links or {}).get(table.name)
+            if skipped is not None and len(skipped) == len(mine):
+                wrong = pc.and_(wrong, pc.invert(skipped))
+        missing_count = pc.sum(missing.cast(pa.int64())).as_py() or 0
+        wrong_count = pc.sum(wrong.cast(pa.int64())).as_py() or 0
+        if missing_count:
+            problems.append(_missing_problem(backup, table, missing, missing_count, limit))
+        if wrong_count:
+            problems.append(_wrong_problem(backup, target, table, wrong, wrong_count, limit))
     return problems
+
+
+def _digests_of(side: Meanings, table: Table) -> tuple[pa.Array, pa.Array]:
+    identities, wholes = [], []
+    for _, mine, whole in side.digests(table):
+        identities.append(mine)
+        wholes.append(whole)
+    return _concat(identities, pa.int64()), _concat(wholes, pa.int64())
+
+
+def _at(mask: pa.Array) -> Callable[[int, pa.Array, pa.Array], pa.Array]:
+    """The rows of a batch that `mask` (over the whole table) selects."""
+    return lambda offset, mine, _: mask.slice(offset, len(mine))
+
+
+def _missing_problem(backup: Meanings, table: Table, missing: pa.Array, count: int, limit: int) -> str:
+    found = backup.sample(table, _at(missing), limit * 10)
+    examples = "; ".join(list(dict.fromkeys(found.identities))[:limit])
+    return (
+        f"{table.name}: {count} rows of the backup have no row of the same meaning in the "
+        f"target (references resolved to what they point at), e.g. {examples}"
+    )
+
+
+def _wrong_problem(backup: Meanings, target: Meanings, table: Table, wrong: pa.Array, count: int, limit: int) -> str:
+    wanted: list[pa.Array] = []
+
+    def chosen(offset: int, mine: pa.Array, whole: pa.Array) -> pa.Array:
+        selected = wrong.slice(offset, len(mine))
+        wanted.append(pc.filter(mine, selected))
+        return selected
+
+    mine = backup.sample(table, chosen, limit)
+    identities = _concat(wanted, pa.int64()).slice(0, limit)
+    theirs = target.sample(table, lambda _, digests, __: pc.is_in(digests, value_set=identities), limit * 10)
+    present: dict[str, set[str]] = {}
+    for identity, links in zip(theirs.identities, theirs.links, strict=True):
+        present.setdefault(identity, set()).add(links)
+    examples = [
+        f"{identity} links {links}, the target's {sorted(present.get(identity, set()))[:2]}"
+        for identity, links in zip(mine.identities, mine.links, strict=True)
+    ]
+    return f"{table.name}: {count} rows point at other rows than the backup's: {'; '.join(examples[:limit])}"

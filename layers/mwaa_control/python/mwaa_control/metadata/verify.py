@@ -6,21 +6,30 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow.parquet as pq
+import pyarrow as pa
+import pyarrow.compute as pc
 from cryptography.fernet import InvalidToken, MultiFernet
 from pydantic import BaseModel, Field
 
 from mwaa_control.metadata import pickles
 from mwaa_control.metadata.authentication import OpenedBackup, open_backup
 from mwaa_control.metadata.catalog import Role, SealedColumn
-from mwaa_control.metadata.database import Database, Reader, quote
+from mwaa_control.metadata.database import Database, Reader, parquet_batches, quote
 from mwaa_control.metadata.errors import MetadataError
 from mwaa_control.metadata.executable_content import check_executable_content
 from mwaa_control.metadata.manifest import MANIFEST, TableEntry, backup_prefix
-from mwaa_control.metadata.restore import LEDGER_EVENT, RESTORED_ROLES, fetch_verified, meaning_problems
+from mwaa_control.metadata.restore import (
+    BATCH_ROWS,
+    LEDGER_EVENT,
+    RESTORED_ROLES,
+    fetch_verified,
+    meaning_problems,
+    value_digests,
+)
 from mwaa_control.metadata.schema import Column, Kind, Table
 from mwaa_control.metadata.sealing import KeyService, fernet_from
 from mwaa_control.metadata.store import BackupStore, scratch_dir
@@ -245,7 +254,7 @@ def verify_restore(
             plain = {c.name for c in table.columns if c.kind in (Kind.TEXT, Kind.INTEGER)}
             key = next((k for k in table.identities if not set(k) & remapped and set(k) <= plain), None)
             if key and entry.rows:
-                check.missing_keys = _missing_keys(reader, table.name, key, files[table.name])
+                check.missing_keys = _missing_keys(reader, table, key, files[table.name])
                 check.ok = check.ok and check.missing_keys == 0
             if fernet is not None:
                 report.problems += _undecryptable(reader, table.name, table.sealed, fernet)
@@ -256,17 +265,20 @@ def verify_restore(
     return report
 
 
-def _missing_keys(reader: Reader, table: str, key: tuple[str, ...], path: Path) -> int:
-    names = ", ".join(quote(c) for c in key)
-    rows = reader.query(f"SELECT {names} FROM {quote(table)}")  # noqa: S608
-    present = {tuple(str(v) for v in row) for row in rows}
-    backup = pq.read_table(path, columns=list(key))
+def _missing_keys(reader: Reader, table: Table, key: tuple[str, ...], path: Path) -> int:
+    """Backup rows whose natural key (no column of it null) the target lacks. Both sides are read in
+    batches and compared by digests of the key: memory is 8 bytes a row."""
+    narrow = replace(table, columns=[table.column(c) for c in key])
+    present = [value_digests(batch, narrow, key) for batch in reader.batches(narrow)]
+    known = pa.concat_arrays(present) if present else pa.array([], pa.int64())
     missing = 0
-    for row in zip(*(backup.column(c).to_pylist() for c in key), strict=True):
-        if any(v is None for v in row):
-            continue
-        if tuple(str(v) for v in row) not in present:
-            missing += 1
+    for batch in parquet_batches(path, BATCH_ROWS, columns=list(key)):
+        valid = pc.is_valid(batch.column(key[0]))
+        for column in key[1:]:
+            valid = pc.and_(valid, pc.is_valid(batch.column(column)))
+        complete = batch.filter(valid)  # SQL keys treat NULLs as distinct: such a row has no key
+        found = pc.is_in(value_digests(complete, narrow, key), value_set=known)
+        missing += complete.num_rows - (pc.sum(found.cast(pa.int64())).as_py() or 0)
     return missing
 
 
