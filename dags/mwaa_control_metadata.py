@@ -79,6 +79,9 @@ def export_metadata(**context: Any) -> dict[str, Any]:
         # The pause workflow names the backup (its snapshot is stored under the same id).
         backup_id=str(conf["backup_id"]) if conf.get("backup_id") else None,
     )
+    # A run of the pause workflow first proves its step still waits: a run that started late (queued
+    # behind busy workers, or after the workflow gave up) must not pause every DAG for nobody.
+    _workflow_still_waits(conf)
     with _heartbeats(conf):
         manifest = BackupEngine(_database(), open_store(location, kms_key_id=kms_key_id)).backup(request)
     return {
@@ -109,7 +112,6 @@ def import_metadata(**context: Any) -> dict[str, Any]:
         "inserted": sum(t.inserted for t in report.tables),
         "matched": sum(t.matched for t in report.tables),
         "restore_id": report.restore_id,
-        "verified": report.verified,
     }
 
 
@@ -131,6 +133,16 @@ def _restore(store: Any, environment: str, backup_id: str, kms_key_id: str, conf
             accept_unverifiable_fernet_key=True,
         )
     )
+
+
+def _workflow_still_waits(conf: dict[str, Any]) -> None:
+    """For a run the control plane triggered: one heartbeat, which fails (and fails the task before
+    anything is paused) when the waiting step is gone: timed out, stopped, or already reported."""
+    from mwaa_control.airflow.callback import from_conf
+
+    callback = from_conf(conf)
+    if callback is not None:
+        callback.heartbeat()
 
 
 @contextmanager

@@ -280,6 +280,40 @@ def test_an_environment_role_wraps_backup_keys_only_for_its_own_environment() ->
         assert _execution(action, key, {"kms:ViaService": f"s3.{REGION}.amazonaws.com"})
 
 
+def test_an_environment_role_cannot_unwrap_its_snapshots_key_or_read_snapshots() -> None:
+    from mwaa_control.pause.snapshot import snapshot_context
+
+    key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/MetadataBackupKey"
+    context = snapshot_context("etl", "20261130T000000Z-0a1b2c3d")
+    request = {f"kms:EncryptionContext:{k}": v for k, v in context.items()} | {
+        "kms:EncryptionContextKeys": list(context)
+    }
+    assert not _execution("kms:Decrypt", key, request)
+    backup = {k: v for k, v in request.items() if "kind" not in k}
+    backup["kms:EncryptionContextKeys"] = [k for k in context if k != "mwaa-control:kind"]
+    assert _execution("kms:Decrypt", key, backup)  # the same role, a backup's context: allowed
+    bucket_policy = resource_policy(SHARED, "MetadataBackupBucketPolicy", ["PolicyDocument"])
+    deny = next(s for s in bucket_policy if s.get("Sid") == "EnvironmentRolesNeverReadSnapshots")
+    as_allow = [{**deny, "Effect": "Allow"}]
+    tag = {"aws:PrincipalTag/mwaa-control:environment": "etl"}
+    caller = f"arn:aws:sts::{ACCOUNT}:assumed-role/etl-execution/airflow"
+    snapshot = f"arn:aws:s3:::{BUCKET}/snapshots/etl/x/environment.json"
+    assert is_allowed(as_allow, Request("s3:GetObject", snapshot, tag, caller))  # the deny applies
+    assert not is_allowed(as_allow, Request("s3:GetObject", snapshot, {}, caller))  # the control plane: untouched
+
+
+def test_partiql_cannot_write_records_the_resource_policy_protects() -> None:
+    deny = [
+        {**s, "Effect": "Allow"} for s in resource_policy(SHARED, "LockTable", ["ResourcePolicy", "PolicyDocument"])
+    ]
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-state"
+    admin = f"arn:aws:iam::{ACCOUNT}:role/Admin"
+    for action in ("dynamodb:PartiQLInsert", "dynamodb:PartiQLUpdate", "dynamodb:PartiQLDelete"):
+        for key in ("environment#etl", "operation#etl", "wait#etl", "endpoint#vpce-1"):
+            forged = {"dynamodb:LeadingKeys": [key], "aws:PrincipalArn": admin}
+            assert is_allowed(deny, Request(action, table, forged, admin)), (action, key)
+
+
 def test_an_environment_role_resolves_only_its_own_callbacks() -> None:
     table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-state"
     assert _execution("dynamodb:GetItem", table, {"dynamodb:LeadingKeys": ["callback#etl#0a1b"]})

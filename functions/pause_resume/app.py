@@ -1,5 +1,5 @@
-"""Step Functions task: one step of pausing or resuming an environment (statemachines/pause and
-statemachines/resume). The event names the step; the result carries names and ids only."""
+"""Step Functions task: one step of pausing, resuming or exporting an environment (statemachines/pause,
+statemachines/resume and statemachines/export). The event names the step; the result carries names and ids only."""
 
 from __future__ import annotations
 
@@ -15,14 +15,16 @@ from mwaa_control.pause.models import (
     CheckStatus,
     CreateAndWait,
     DeleteAndWait,
+    FinishExport,
     FinishPause,
     FinishResume,
     LifecycleEvent,
+    PrepareExport,
     PreparePause,
     PrepareResume,
     VerifyBackup,
 )
-from mwaa_control.pause.service import LifecycleService
+from mwaa_control.pause.service import LifecycleService, transient_errors_named
 from mwaa_control.settings import LifecycleEnvironment
 
 
@@ -40,25 +42,31 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.append_keys(environment=step.environment, action=step.action, execution=step.execution)
     lifecycle = service()
     result: Any
-    match step:
-        case PreparePause():
-            result = lifecycle.prepare_pause(step)
-        case VerifyBackup():
-            result = lifecycle.verify_backup(step)
-        case DeleteAndWait():
-            result = lifecycle.delete_and_wait(step)
-        case CheckStatus():
-            result = lifecycle.check_status(step)
-        case FinishPause():
-            result = lifecycle.finish_pause(step)
-        case PrepareResume():
-            result = lifecycle.prepare_resume(step)
-        case CreateAndWait():
-            result = lifecycle.create_and_wait(step)
-        case FinishResume():
-            result = lifecycle.finish_resume(step)
-        case Abandon():
-            result = lifecycle.abandon(step)
+    # A throttle or server error that outlasted botocore's retries gets the name the workflow retries.
+    with transient_errors_named():
+        match step:
+            case PreparePause():
+                result = lifecycle.prepare_pause(step)
+            case VerifyBackup():
+                result = lifecycle.verify_backup(step)
+            case DeleteAndWait():
+                result = lifecycle.delete_and_wait(step)
+            case CheckStatus():
+                result = lifecycle.check_status(step)
+            case FinishPause():
+                result = lifecycle.finish_pause(step)
+            case PrepareExport():
+                result = lifecycle.prepare_export(step)
+            case FinishExport():
+                result = lifecycle.finish_export(step)
+            case PrepareResume():
+                result = lifecycle.prepare_resume(step)
+            case CreateAndWait():
+                result = lifecycle.create_and_wait(step)
+            case FinishResume():
+                result = lifecycle.finish_resume(step)
+            case Abandon():
+                result = lifecycle.abandon(step)
     output: dict[str, Any] = result if isinstance(result, dict) else result.model_dump(mode="json")
     logger.info(
         "step done", extra={"outcome": {k: v for k, v in output.items() if k not in ("export_conf", "import_conf")}}

@@ -10,6 +10,7 @@ refused, and the configuration options never reach the bucket in plain text."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from collections.abc import Iterator, Mapping
@@ -30,6 +31,7 @@ from localcloud.mwaa.emulator import MwaaEmulator
 from localcloud.mwaa.http import MwaaHttpFrontend
 from localcloud.network import build_shared_vpc
 from mwaa_control.metadata.authentication import BackupKey
+from mwaa_control.metadata.manifest import EnvelopeEntry
 from mwaa_control.metadata.sealing import KmsKeyService
 from mwaa_control.metadata.store import BackupStore, LocalStore, S3Store
 from mwaa_control.pause.snapshot import (
@@ -55,6 +57,7 @@ from mwaa_control.pause.snapshot import (
     latest_snapshot,
     load_snapshot,
     save_snapshot,
+    snapshot_context,
     snapshot_prefix,
     take_snapshot,
 )
@@ -659,7 +662,7 @@ def test_a_snapshot_naming_another_environment_under_its_own_key_is_refused(
     """The strongest writer: an environment that may use KMS for its own encryption context
     writes, under its own prefix and with a valid MAC, a snapshot that would recreate the victim."""
     victim = take_snapshot(full_environment(), TAGS, keys, "b-1")
-    own = BackupKey.create(keys, "etl-staging", "b-1")
+    own = snapshot_key(keys, "etl-staging", "b-1")
     # Its own snapshot whose create request names the victim: refused after the MAC.
     forged = victim.model_copy(update={"environment": "etl-staging", "envelope": own.envelope})
     save_snapshot(bucket.store, keys, forged, "b-1")
@@ -669,9 +672,27 @@ def test_a_snapshot_naming_another_environment_under_its_own_key_is_refused(
     plant(bucket, victim, own, snapshot_prefix("etl-staging", "b-2"))
     with pytest.raises(SnapshotNotAuthentic, match="KMS refused"):  # that key is for b-1
         load_snapshot(bucket.store, keys, "etl-staging", "b-2")
-    plant(bucket, victim, BackupKey.create(keys, "etl-staging", "b-2"), snapshot_prefix("etl-staging", "b-2"))
+    plant(bucket, victim, snapshot_key(keys, "etl-staging", "b-2"), snapshot_prefix("etl-staging", "b-2"))
     with pytest.raises(SnapshotNotAuthentic, match="names snapshot 'b-1' of 'etl-prod'"):
         load_snapshot(bucket.store, keys, "etl-staging", "b-2")
+
+
+def snapshot_key(keys: KmsKeyService, environment: str, backup_id: str) -> BackupKey:
+    """A data key under a snapshot's context (only the control plane's role may ask KMS for one)."""
+    context = snapshot_context(environment, backup_id)
+    plaintext, encrypted, key_id = keys.generate_data_key(context)
+    return BackupKey(
+        plaintext, EnvelopeEntry(key_id=key_id, encrypted_key=base64.b64encode(encrypted).decode(), context=context)
+    )
+
+
+def test_a_snapshot_under_a_backups_key_is_refused(bucket: Bucket, keys: KmsKeyService) -> None:
+    """What an environment's execution role CAN do (wrap keys under its backups' context) does not
+    make a snapshot: the snapshot context has one more key, which IAM keeps from those roles."""
+    victim = take_snapshot(full_environment(), TAGS, keys, "b-1")
+    plant(bucket, victim, BackupKey.create(keys, NAME, "b-1"), snapshot_prefix(NAME, "b-1"))
+    with pytest.raises(SnapshotNotAuthentic):
+        load_snapshot(bucket.store, keys, NAME, "b-1")
 
 
 def plant(bucket: Bucket, snapshot: EnvironmentSnapshot, key: BackupKey, prefix: str) -> None:
@@ -742,5 +763,9 @@ def test_the_stored_document_is_the_snapshot_model(bucket: Bucket, keys: KmsKeyS
     saved(bucket, keys, "b-1")
     document = json.loads(bucket.read(f"{snapshot_prefix(NAME, 'b-1')}/{SNAPSHOT_FILE}"))
     assert document["format"] == "mwaa-control-environment-snapshot/1"
-    assert document["envelope"]["context"] == {"mwaa-control:environment": NAME, "mwaa-control:backup": "b-1"}
+    assert document["envelope"]["context"] == {
+        "mwaa-control:environment": NAME,
+        "mwaa-control:backup": "b-1",
+        "mwaa-control:kind": "snapshot",
+    }
     assert EnvironmentSnapshot.model_validate(document).backup_id == "b-1"

@@ -29,6 +29,7 @@ TaskToken = Annotated[str, Field(min_length=1, max_length=2048, repr=False)]
 class Operation(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
+    EXPORT = "export"
 
 
 class Phase(StrEnum):
@@ -69,6 +70,8 @@ class PreparePause(_Step):
 class VerifyBackup(_Step):
     action: Literal["verify_backup"]
     backup_id: BackupId
+    snapshot: bool = True
+    """A pause's backup comes with a snapshot, which must authenticate too; an export's has none."""
 
 
 class DeleteAndWait(_Step):
@@ -84,6 +87,20 @@ class CheckStatus(_Step):
 
 class FinishPause(_Step):
     action: Literal["finish_pause"]
+    backup_id: BackupId
+
+
+class PrepareExport(_Step):
+    """A metadata export without pausing (the scheduled export workflow)."""
+
+    action: Literal["prepare_export"]
+    started_at: datetime
+    drain: DrainOptions | Literal[False] = False
+    """False (the default): the environment keeps working; a drain pauses DAGs and puts them back."""
+
+
+class FinishExport(_Step):
+    action: Literal["finish_export"]
     backup_id: BackupId
 
 
@@ -121,6 +138,8 @@ LifecycleAction = Annotated[
     | DeleteAndWait
     | CheckStatus
     | FinishPause
+    | PrepareExport
+    | FinishExport
     | PrepareResume
     | CreateAndWait
     | FinishResume
@@ -194,7 +213,12 @@ class EnvironmentRecord(BaseModel):
     """The backup the running pause or resume works with."""
     verified_backup_id: str | None = None
     """The pending backup once the running pause verified it (delete requires it)."""
+    pending_created_at: datetime | None = None
+    """CreatedAt of the environment the running pause snapshotted: the delete step deletes only it."""
     message: str = ""
     creation_started_at: datetime | None = None
+    last_export_backup_id: str | None = None
+    """The newest verified export taken while the environment ran (for Athena; never what a resume
+    restores: that is the backup its pause verified)."""
     creation_seconds: list[float] = Field(default_factory=list)
     """How long the last creations took (newest last), for schedules that must resume early enough."""

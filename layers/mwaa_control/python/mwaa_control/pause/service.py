@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,12 +37,15 @@ from mwaa_control.pause.models import (
     CheckStatus,
     CreateAndWait,
     DeleteAndWait,
+    EnvironmentRecord,
     Finished,
+    FinishExport,
     FinishPause,
     FinishResume,
     Operation,
     PausePlan,
     Phase,
+    PrepareExport,
     PreparePause,
     PrepareResume,
     ResumePlan,
@@ -74,6 +78,52 @@ class LockLost(ControlPlaneError):
     """This execution no longer holds the environment's operation lock: it must not act."""
 
 
+class AwsServiceUnavailable(ControlPlaneError):
+    """An AWS call was throttled or met a server error even after botocore's retries; the workflow
+    retries the step (Step Functions matches error names exactly, and botocore names most of these
+    after the service's own error shapes, so "ClientError" alone would not match them)."""
+
+
+# Throttling codes botocore's standard retry mode knows, and server-side failures with a 4xx name.
+_TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+        "KMSInternalException",
+    }
+)
+
+
+def transient(error: ClientError) -> bool:
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    return status == 429 or status >= 500 or error.response.get("Error", {}).get("Code") in _TRANSIENT_CODES
+
+
+@contextmanager
+def transient_errors_named() -> Iterator[None]:
+    """Re-raises a transient AWS error as AwsServiceUnavailable (the name the workflows retry on)."""
+    try:
+        yield
+    except ClientError as error:
+        if not transient(error):
+            raise
+        code = error.response.get("Error", {}).get("Code", "")
+        raise AwsServiceUnavailable(f"{error.operation_name}: {code} (retried by botocore first)") from error
+
+
+SNAPSHOT_ATTEMPTS = 5
 TRANSITIONAL = ("CREATING", "UPDATING", "DELETING", "CREATING_SNAPSHOT", "ROLLING_BACK", "PENDING", "MAINTENANCE")
 
 
@@ -165,15 +215,24 @@ class LifecycleService:
         status = str(environment["Status"])
         if status != "AVAILABLE":
             raise PauseRefused(f"{name} is {status}; only an AVAILABLE environment is paused")
+        record = self._state.record(name)
+        if record is not None and record.phase in (Phase.RESUMING, Phase.RESUME_FAILED, Phase.NEEDS_ATTENTION):
+            # After a failed resume the environment may be an empty replacement: its backup would
+            # become the one the next resume restores, and the real one would be lost from view.
+            raise PauseRefused(
+                f"{name} is {record.phase.value} ({record.message or 'no reason recorded'}): resume it again, or "
+                f"look at it first; backup {record.last_good_backup_id} stays the one to restore. Nothing was changed"
+            )
         self._state.acquire(name, Operation.PAUSE, step.execution)
-        backup_id = backup_id_for(step.execution, step.started_at)
-        try:
-            snapshot = snapshots.take_snapshot(environment, tags, self._keys, backup_id, taken_at=self._clock())
-            snapshots.save_snapshot(self._store, self._keys, snapshot, backup_id)
-        except snapshots.SnapshotExists:
-            # A retry of this step (same execution, same backup id): the one already written stands.
-            snapshot, _ = snapshots.load_snapshot(self._store, self._keys, name, backup_id)
-        self._state.update(name, phase=Phase.PAUSING, pending_backup_id=backup_id, verified_backup_id=None, message="")
+        backup_id, snapshot = self._snapshot(environment, tags, backup_id_for(step.execution, step.started_at))
+        self._state.update(
+            name,
+            phase=Phase.PAUSING,
+            pending_backup_id=backup_id,
+            verified_backup_id=None,
+            pending_created_at=environment.get("CreatedAt"),
+            message="",
+        )
         drain = {**step.drain.model_dump(), "leave_paused": True}
         return PausePlan(
             environment=name,
@@ -189,12 +248,39 @@ class LifecycleService:
             snapshot_notes=list(snapshot.notes),
         )
 
+    def _snapshot(
+        self, environment: Mapping[str, Any], tags: Mapping[str, str], base_id: str
+    ) -> tuple[str, snapshots.EnvironmentSnapshot]:
+        """The snapshot this execution's pause works with, and its backup id.
+
+        A retry of this step (same execution) finds the snapshot it wrote. Snapshots are never
+        replaced, so one an earlier attempt left incomplete (its MAC written, then the write of the
+        document failed) is left alone and the next id of this execution is used."""
+        name = str(environment["Name"])
+        for attempt in range(SNAPSHOT_ATTEMPTS):
+            backup_id = base_id if attempt == 0 else f"{base_id}-{attempt}"
+            try:
+                taken = snapshots.take_snapshot(environment, tags, self._keys, backup_id, taken_at=self._clock())
+                snapshots.save_snapshot(self._store, self._keys, taken, backup_id)
+                return backup_id, taken
+            except snapshots.SnapshotExists:
+                try:
+                    return backup_id, snapshots.load_snapshot(self._store, self._keys, name, backup_id)[0]
+                except snapshots.SnapshotNotFound:
+                    continue
+        raise PauseRefused(
+            f"{name}: {SNAPSHOT_ATTEMPTS} snapshots of this pause were left incomplete; nothing was changed"
+        )
+
     def verify_backup(self, step: VerifyBackup) -> VerifiedBackup:
         self._require_lock(step.environment, step.execution)
         verified = verify_for_deletion(self._store, self._keys, step.environment, step.backup_id)
-        snapshot, _ = snapshots.load_snapshot(self._store, self._keys, step.environment, step.backup_id)
+        checked = "not taken (an export)"
+        if step.snapshot:
+            snapshot, _ = snapshots.load_snapshot(self._store, self._keys, step.environment, step.backup_id)
+            checked = f"authenticated, Airflow {snapshot.airflow_version}"
         self._state.update(step.environment, verified_backup_id=step.backup_id)
-        return verified.model_copy(update={"snapshot": f"authenticated, Airflow {snapshot.airflow_version}"})
+        return verified.model_copy(update={"snapshot": checked})
 
     def delete_and_wait(self, step: DeleteAndWait) -> dict[str, Any]:
         name = step.environment
@@ -206,13 +292,43 @@ class LifecycleService:
         self._state.park(name, GONE, step.task_token, step.execution)
         if environment is not None and environment["Status"] not in ("DELETING", GONE):
             tags = self._tags(environment)
-            if tags.get(OPT_IN_TAG) != OPT_IN_VALUE:
+            refusal = self._delete_refusal(name, environment, tags, record.pending_created_at, step.backup_id)
+            if refusal:
                 self._state.unpark(name, step.task_token)
-                raise PauseRefused(f"{name} no longer carries {OPT_IN_TAG}={OPT_IN_VALUE}; it was not deleted")
+                raise PauseRefused(refusal)
             self._mwaa.delete_environment(Name=name)
+            # MWAA accepted the delete: from here on the verified backup is the one to restore,
+            # whatever happens next (a stop, a timeout, a failure before DELETED).
+            self._state.update(name, last_good_backup_id=step.backup_id)
         # The event may have come and gone before the token was parked: decide once from the truth.
         complete(self._state, self._tasks, name, self._status(name))
         return {"environment": name, "waiting_for": GONE}
+
+    def _delete_refusal(
+        self,
+        name: str,
+        environment: Mapping[str, Any],
+        tags: Mapping[str, str],
+        created_at: datetime | None,
+        backup_id: str,
+    ) -> str | None:
+        """Why this environment must not be deleted now, or None: it must be the one the snapshot
+        was taken of (same creation time), unchanged since, and still opted in."""
+        if tags.get(OPT_IN_TAG) != OPT_IN_VALUE:
+            return f"{name} no longer carries {OPT_IN_TAG}={OPT_IN_VALUE}; it was not deleted"
+        if created_at is not None and environment.get("CreatedAt") not in (None, created_at):
+            return (
+                f"{name} is not the environment this pause backed up (created {environment.get('CreatedAt')}); "
+                "it was not deleted"
+            )
+        _, request = snapshots.load_snapshot(self._store, self._keys, name, backup_id)
+        changed = snapshots.differences(request, environment, tags)
+        if changed:
+            return (
+                f"{name} changed while it was backed up ({'; '.join(changed)}): a resume would lose the change, so "
+                f"it was not deleted; backup {backup_id} is kept, pause again"
+            )
+        return None
 
     def check_status(self, step: CheckStatus) -> StatusCheck:
         """The fallback for lost events: one read after the wait timed out."""
@@ -225,6 +341,8 @@ class LifecycleService:
     def finish_pause(self, step: FinishPause) -> Finished:
         name = step.environment
         self._require_lock(name, step.execution)
+        if self._status(name) != GONE:
+            raise EnvironmentBusy(f"{name} still exists; a pause finishes only once it is DELETED")
         taken = snapshots.load_snapshot(self._store, self._keys, name, step.backup_id)[0]
         arn = f"arn:{self._settings.partition}:airflow:{taken.region}:{taken.account}:environment/{name}"
         remaining = self._managed_endpoints(arn)
@@ -246,6 +364,53 @@ class LifecycleService:
             message=f"{name} is paused: deleted after backup {step.backup_id} was verified",
         )
 
+    # --- export (no pause) -------------------------------------------------------------------------
+    def prepare_export(self, step: PrepareExport) -> PausePlan:
+        name = step.environment
+        environment = self._get(name)
+        if environment is None:
+            raise PauseRefused(f"{name} does not exist; nothing to export")
+        version = str(environment.get("AirflowVersion", ""))
+        if not version.startswith("2."):
+            raise PauseRefused(
+                f"{name} runs Airflow {version}: its export runs through the REST API (`mwaactl metadata`), "
+                "not the export DAG; nothing was changed"
+            )
+        if environment["Status"] != "AVAILABLE":
+            raise PauseRefused(f"{name} is {environment['Status']}; only an AVAILABLE environment is exported")
+        self._state.acquire(name, Operation.EXPORT, step.execution)
+        backup_id = backup_id_for(step.execution, step.started_at)
+        drain = None if step.drain is False else {**step.drain.model_dump(), "leave_paused": False}
+        self._state.update(name, pending_backup_id=backup_id, verified_backup_id=None)
+        return PausePlan(
+            environment=name,
+            backup_id=backup_id,
+            airflow_version=version,
+            export_conf={
+                "environment": name,
+                "location": self._location(),
+                "kms_key_id": self._settings.kms_key_id,
+                "backup_id": backup_id,
+                "drain": drain or False,
+            },
+        )
+
+    def finish_export(self, step: FinishExport) -> Finished:
+        name = step.environment
+        self._require_lock(name, step.execution)
+        record = self._state.record(name)
+        if record is None or record.verified_backup_id != step.backup_id:
+            raise PauseRefused(f"{name}: export {step.backup_id} was not verified")
+        updated = self._state.update(name, last_export_backup_id=step.backup_id, pending_backup_id=None)
+        self._state.release(name, step.execution)
+        return Finished(
+            environment=name,
+            operation=Operation.EXPORT,
+            phase=updated.phase,
+            backup_id=step.backup_id,
+            message=f"{name}: metadata exported and verified as backup {step.backup_id}",
+        )
+
     # --- resume ----------------------------------------------------------------------------------
     def prepare_resume(self, step: PrepareResume) -> ResumePlan:
         name = step.environment
@@ -253,13 +418,16 @@ class LifecycleService:
         backup_id = step.backup_id or (record.last_good_backup_id if record else None)
         if backup_id is None:
             raise PauseRefused(f"{name} has no verified backup from a pause; give a backup id to resume from")
-        if record is not None and record.phase in (Phase.ACTIVE, Phase.PAUSING) and step.backup_id is None:
-            existing = self._get(name)
-            if existing is not None and existing["Status"] == "AVAILABLE" and record.phase == Phase.ACTIVE:
-                raise PauseRefused(f"{name} is not paused (phase {record.phase}); nothing to resume")
         existing = self._get(name)
         if existing is not None and existing["Status"] in ("DELETING",):
             raise EnvironmentBusy(f"{name} is {existing['Status']}; resume waits until it is gone")
+        if existing is not None and not self._created_by_resume(record, backup_id):
+            # Restoring an older backup into a live environment would turn back its connections,
+            # variables, pools and pause states: only an environment a resume created is adopted.
+            raise PauseRefused(
+                f"{name} exists ({existing['Status']}) and was not created by a resume of backup {backup_id}; "
+                "nothing was changed (restore into a running environment with `mwaactl metadata restore`)"
+            )
         self._state.acquire(name, Operation.RESUME, step.execution)
         snapshot, _ = snapshots.load_snapshot(self._store, self._keys, name, backup_id)
         if not snapshots.creatable(snapshot.airflow_version, self._settings.creatable_versions):
@@ -281,13 +449,25 @@ class LifecycleService:
             },
         )
 
+    @staticmethod
+    def _created_by_resume(record: EnvironmentRecord | None, backup_id: str) -> bool:
+        return (
+            record is not None
+            and record.phase in (Phase.RESUMING, Phase.RESUME_FAILED)
+            and record.creation_started_at is not None
+            and record.pending_backup_id == backup_id
+        )
+
     def create_and_wait(self, step: CreateAndWait) -> dict[str, Any]:
         name = step.environment
         self._require_lock(name, step.execution)
         _, request = snapshots.load_snapshot(self._store, self._keys, name, step.backup_id)
         existing = self._get(name)
         self._state.park(name, "AVAILABLE", step.task_token, step.execution)
-        if existing is not None:
+        ours = self._created_by_resume(self._state.record(name), step.backup_id)
+        if existing is not None and ours and existing["Status"] != "CREATE_FAILED":
+            pass  # this resume's own creation (a wait that timed out and came back): only wait again
+        elif existing is not None:
             if existing["Status"] == "CREATE_FAILED":
                 self._state.unpark(name, step.task_token)
                 raise EnvironmentConflict(f"{name} exists in CREATE_FAILED; it must be deleted before a resume")
@@ -348,23 +528,34 @@ class LifecycleService:
             )
         environment = self._get(name)
         warnings: list[str] = []
-        if step.operation is Operation.PAUSE:
+        if step.operation is Operation.EXPORT:
+            # The environment kept running; a drain the export asked for puts pause states back itself.
+            record = self._state.record(name)
+            phase = record.phase if record is not None else Phase.ACTIVE
+        elif step.operation is Operation.PAUSE:
             if environment is not None and environment["Status"] == "AVAILABLE":
                 warnings += self._put_pause_states_back(name, step.backup_id)
                 phase = Phase.PAUSE_FAILED
-            elif environment is None:
+            elif environment is None or environment["Status"] == "DELETING":
                 record = self._state.record(name)
                 verified = (
                     step.backup_id is not None and record is not None and record.verified_backup_id == step.backup_id
                 )
-                phase = Phase.PAUSED if verified else Phase.NEEDS_ATTENTION
+                gone = environment is None
+                phase = Phase.PAUSED if verified and gone else Phase.NEEDS_ATTENTION
                 if verified and step.backup_id:
                     self._state.update(name, last_good_backup_id=step.backup_id)
             else:
                 phase = Phase.NEEDS_ATTENTION
         else:
             phase = Phase.RESUME_FAILED
-            if environment is not None and environment["Status"] == "CREATE_FAILED":
+            ours = step.backup_id is not None and self._created_by_resume(self._state.record(name), step.backup_id)
+            if environment is not None and environment["Status"] == "CREATE_FAILED" and ours:
+                # MWAA's reason is read here, before the deletion takes it away: the wait's failure
+                # cause may not carry it (it is truncated, or the wait ended by the fallback check).
+                why = str(((environment.get("LastUpdate") or {}).get("Error") or {}).get("ErrorMessage") or "")
+                if why:
+                    reason = f"{reason} (MWAA: {why[:500]})"
                 # Made from the snapshot and never restored into: it holds nothing. Deleting it lets a
                 # re-run create it again; the backup stays.
                 self._mwaa.delete_environment(Name=name)

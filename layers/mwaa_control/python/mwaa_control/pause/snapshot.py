@@ -14,7 +14,7 @@ Why a snapshot is authenticated like a metadata backup: it holds the environment
 configuration options (sensitive: connection strings, secrets backends' settings) and the
 execution role, network and bucket that resume gives the new environment. Whoever could write a
 snapshot could choose them. So the options are sealed with a per-snapshot KMS data key wrapped
-under the backup's encryption context (authentication.backup_context), and an HMAC (key derived
+under the backup's encryption context plus mwaa-control:kind=snapshot (snapshot_context), and an HMAC (key derived
 from the same data key, with its own HKDF info) covers the exact stored bytes and is checked before
 the document is parsed. Snapshots live under `snapshots/`, not `backups/`: an execution role may
 read `backups/<its environment>/*`, and must not read the options of its own environment (they may
@@ -369,7 +369,18 @@ class EnvironmentSnapshot(BaseModel):
     """CreateEnvironment parameters; each AirflowConfigurationOptions value is sealed."""
     notes: list[str] = Field(default_factory=list)
     envelope: EnvelopeEntry
-    """The data key that sealed the options and keys the MAC, wrapped under backup_context."""
+    """The data key that sealed the options and keys the MAC, wrapped under snapshot_context."""
+
+
+KIND_KEY: Final = "mwaa-control:kind"
+
+
+def snapshot_context(environment: str, backup_id: str) -> dict[str, str]:
+    """A backup's encryption context plus `mwaa-control:kind=snapshot`. Execution roles may use KMS
+    only with the two backup keys (EnvironmentExecutionPolicy's kms:EncryptionContextKeys), so an
+    environment's own role can never unwrap its snapshot's key, and with it the sealed
+    AirflowConfigurationOptions, even if it can read the object."""
+    return {**backup_context(environment, backup_id), KIND_KEY: "snapshot"}
 
 
 def take_snapshot(
@@ -388,7 +399,11 @@ def take_snapshot(
     found = ARN.fullmatch(str(environment.get("Arn") or ""))
     if found is None or found.group(3) != name:
         raise NotCreatable(f"environment {name}: its ARN does not name it ({str(environment.get('Arn'))[:200]!r})")
-    key = BackupKey.create(keys, name, backup_id)
+    context = snapshot_context(name, backup_id)
+    plaintext, encrypted, key_id = keys.generate_data_key(context)
+    key = BackupKey(
+        plaintext, EnvelopeEntry(key_id=key_id, encrypted_key=base64.b64encode(encrypted).decode(), context=context)
+    )
     sealer = key.sealer()
     if OPTIONS in request:
         request[OPTIONS] = {
@@ -421,7 +436,7 @@ def save_snapshot(store: BackupStore, keys: KeyService, snapshot: EnvironmentSna
     prefix = snapshot_prefix(environment, backup_id)
     if store.occupied(prefix):
         raise SnapshotExists(f"{where} already exists in {store.url}; snapshots are never replaced")
-    expected = backup_context(environment, backup_id)
+    expected = snapshot_context(environment, backup_id)
     if snapshot.envelope.context != expected:
         raise SnapshotNotAuthentic(f"{where}: its data key was wrapped for {snapshot.envelope.context}")
     key = _unwrap(keys, snapshot.envelope.key_id, snapshot.envelope.encrypted_key, expected, where)
@@ -447,7 +462,7 @@ def load_snapshot(
         raise SnapshotDamaged(f"{where}: {SNAPSHOT_FILE} is {len(raw)} bytes, more than any real snapshot")
     _check_depth(raw, where)
     mac = _read_mac(store, prefix, where)
-    expected = backup_context(environment, backup_id)
+    expected = snapshot_context(environment, backup_id)
     key = _unwrap(keys, *_raw_envelope(raw, where), expected, where)
     if not hmac.compare_digest(_mac(key.data_key, raw), mac):
         raise SnapshotNotAuthentic(
