@@ -45,6 +45,7 @@ from mwaa_control.metadata.sealing import KmsKeyService
 from mwaa_control.metadata.store import LocalStore
 from mwaa_control.metadata.verify import verify_restore
 from tests.airflow.conftest import HELLO_DAG
+from tests.airflow.test_metadata_rest import SEED, VARIABLES
 from tests.conftest import create_request
 from tests.metadata.compare import decrypt, expected_target, multiset, read_table, without_ledger, without_task_token
 
@@ -337,24 +338,8 @@ def _rest_environment(cloud: Any, name: str, release: str) -> tuple[Any, Airflow
     return airflow_client(name, mwaa=cloud.client("mwaa")), backend
 
 
-REST_VARIABLES = {
-    "plain": "SEKRET-var-plain",
-    "db_password": "SEKRET-redacted-by-the-api",
-    "json_doc": json.dumps({"a": [1, 2], "text": "SEKRET-json\nnaïve ☃"}, indent=2),
-}
-REST_SEED = """
-import json
-from airflow.models import Connection, Variable
-from airflow.models.pool import Pool
-from airflow.utils.session import create_session
-
-for key, value in json.loads({variables!r}).items():
-    Variable.set(key, value)
-with create_session() as session:
-    session.add(Connection(conn_id="warehouse", conn_type="postgres", host="db.internal", port=5432, login="etl",
-                           password="SEKRET-conn-password", extra=json.dumps({{"sslmode": "require"}})))
-Pool.create_or_update_pool("etl_pool", 7, "ETL \\u2603 pool", include_deferred=False)
-"""
+# The REST path's own test seeds the same (tests/airflow/test_metadata_rest.py).
+REST_VARIABLES, REST_SEED = VARIABLES, SEED
 
 
 @pytest.mark.matrix
