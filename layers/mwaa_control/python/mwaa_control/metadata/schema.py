@@ -162,11 +162,61 @@ def reflect(connection: Any) -> Schema:
         return _reflect(connection)
 
 
+@dataclass(frozen=True)
+class _Described:
+    """What the inspector says of one table, in its own dictionaries."""
+
+    columns: list[dict[str, Any]]
+    primary_key: dict[str, Any]
+    unique_constraints: list[dict[str, Any]]
+    indexes: list[dict[str, Any]]
+    foreign_keys: list[dict[str, Any]]
+
+
+def _describe(inspector: Any, names: list[str]) -> dict[str, _Described]:
+    """Every table's columns, keys, indexes and foreign keys. SQLAlchemy 2 asks the catalog once per
+    kind for all tables (a handful of queries); asked table by table, PostgreSQL takes ~290 catalog
+    queries, half a second of every backup, restore and verification. Airflow 2 workers run
+    SQLAlchemy 1.4, which has only the per-table calls."""
+    if not hasattr(inspector, "get_multi_columns"):
+        # A copy of the columns, taken first: SQLAlchemy 1.4's SQLite get_pk_constraint sorts the
+        # inspector's cached column list in place (primary key last), which would reorder them here.
+        return {
+            name: _Described(
+                list(inspector.get_columns(name)),
+                inspector.get_pk_constraint(name),
+                inspector.get_unique_constraints(name),
+                inspector.get_indexes(name),
+                inspector.get_foreign_keys(name),
+            )
+            for name in names
+        }
+    columns = inspector.get_multi_columns(filter_names=names)
+    primary_keys = inspector.get_multi_pk_constraint(filter_names=names)
+    uniques = inspector.get_multi_unique_constraints(filter_names=names)
+    indexes = inspector.get_multi_indexes(filter_names=names)
+    foreign_keys = inspector.get_multi_foreign_keys(filter_names=names)
+    # Keyed by (schema, table); the default schema's key is None.
+    return {
+        name: _Described(
+            list(columns.get((None, name), [])),
+            primary_keys.get((None, name)) or {},
+            uniques.get((None, name), []),
+            indexes.get((None, name), []),
+            foreign_keys.get((None, name), []),
+        )
+        for name in names
+    }
+
+
 def _reflect(connection: Any) -> Schema:
     inspector = sa.inspect(connection)
     tables: dict[str, Table] = {}
     # SQLAlchemy 1.4 lists SQLite's own tables (sqlite_sequence) too: they are not Airflow's.
-    for name in sorted(n for n in inspector.get_table_names() if not n.startswith("sqlite_")):
+    table_names = sorted(n for n in inspector.get_table_names() if not n.startswith("sqlite_"))
+    described = _describe(inspector, table_names)
+    for name in table_names:
+        found = described[name]
         rule = catalog.rule_for(name)
         columns = [
             Column(
@@ -175,16 +225,16 @@ def _reflect(connection: Any) -> Schema:
                 bool(c.get("nullable", True)),
                 naive=isinstance(c["type"], sa.DateTime) and not getattr(c["type"], "timezone", False),
             )
-            for c in inspector.get_columns(name)
+            for c in found.columns
         ]
-        primary_key = tuple(inspector.get_pk_constraint(name).get("constrained_columns") or ())
-        unique = [tuple(u["column_names"]) for u in inspector.get_unique_constraints(name)]
-        unique += [tuple(i["column_names"]) for i in inspector.get_indexes(name) if i.get("unique")]
+        primary_key = tuple(found.primary_key.get("constrained_columns") or ())
+        unique = [tuple(u["column_names"]) for u in found.unique_constraints]
+        unique += [tuple(i["column_names"]) for i in found.indexes if i.get("unique")]
         if rule.natural_key:
             unique.append(rule.natural_key)
         references = [
             Reference(tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]), True)
-            for f in inspector.get_foreign_keys(name)
+            for f in found.foreign_keys
             if f.get("referred_table")
         ]
         # Airflow declares some foreign keys twice under two names (dataset_alias_dataset on
