@@ -84,6 +84,14 @@ def export_metadata(**context: Any) -> dict[str, Any]:
     _workflow_still_waits(conf)
     with _heartbeats(conf):
         manifest = BackupEngine(_database(), open_store(location, kms_key_id=kms_key_id)).backup(request)
+    try:
+        # The drain left DAGs paused for the delete that follows: if nobody waits any more (the step
+        # timed out while the export ran), nothing will delete or resume this environment.
+        _workflow_still_waits(conf)
+    except Exception:
+        if request.drain is not None and request.drain.leave_paused:
+            _put_pause_states_back(manifest.pause_states)
+        raise
     return {
         "backup_id": manifest.backup_id,
         "environment": manifest.environment,
@@ -143,6 +151,18 @@ def _workflow_still_waits(conf: dict[str, Any]) -> None:
     callback = from_conf(conf)
     if callback is not None:
         callback.heartbeat()
+
+
+def _put_pause_states_back(states: dict[str, bool]) -> None:
+    """Unpause the DAGs that were unpaused before the drain (Airflow 2's ORM, as the engine does)."""
+    from airflow.models import DagModel
+    from airflow.utils.session import create_session
+
+    unpaused = [dag_id for dag_id, paused in states.items() if paused is False]
+    with create_session() as session:
+        session.query(DagModel).filter(DagModel.dag_id.in_(unpaused)).update(
+            {DagModel.is_paused: False}, synchronize_session=False
+        )
 
 
 @contextmanager

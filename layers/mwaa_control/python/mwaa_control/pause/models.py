@@ -83,6 +83,8 @@ class DeleteAndWait(_Step):
 class CheckStatus(_Step):
     action: Literal["check_status"]
     target: Literal["AVAILABLE", "DELETED"]
+    started_at: datetime | None = None
+    """The execution's start: a wait that outlasts WAIT_LIMITS ends in the failure path."""
 
 
 class FinishPause(_Step):

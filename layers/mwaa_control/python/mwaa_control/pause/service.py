@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -72,6 +72,15 @@ class EnvironmentConflict(ControlPlaneError):
 class EndpointsRemain(ControlPlaneError):
     """Endpoints this stack created for the environment still exist (the endpoint automation is
     removing them); the workflow retries."""
+
+
+class WaitTooLong(ControlPlaneError):
+    """An environment did not reach the status a workflow waits for within WAIT_LIMITS."""
+
+
+# DeleteEnvironment takes minutes to an hour; creation up to an hour, plus up to 72 h in PENDING while
+# customer-managed endpoints are missing (after which MWAA fails it itself).
+WAIT_LIMITS = {"DELETED": timedelta(hours=6), "AVAILABLE": timedelta(hours=80)}
 
 
 class LockLost(ControlPlaneError):
@@ -336,6 +345,12 @@ class LifecycleService:
         reached = status == step.target
         if not reached and step.target == "AVAILABLE" and status in ("CREATE_FAILED", GONE):
             raise EnvironmentBusy(f"{step.environment} is {status}, it will not become AVAILABLE")
+        limit = WAIT_LIMITS[step.target]
+        if not reached and step.started_at is not None and self._clock() - step.started_at > limit:
+            raise WaitTooLong(
+                f"{step.environment} is still {status}, not {step.target}, {limit} after the workflow started; "
+                "it stops waiting (no backup was touched)"
+            )
         return StatusCheck(environment=step.environment, target=step.target, status=status, reached=reached)
 
     def finish_pause(self, step: FinishPause) -> Finished:
