@@ -394,10 +394,11 @@ def test_rest_path_round_trip(release: str, tmp_path: Path) -> None:
                     figures.tables_equal += 1
             figures.stage = "second-restore"
             second = RestRestore(target, store).restore("rest-source", manifest.backup_id, keys)
-            figures.second_status = "updated " + ", ".join(t.table for t in second.tables if t.updated or t.inserted)
-            figures.second_unchanged = (
-                not any(t.updated or t.inserted for t in second.tables) and _rest_state(target) == after
-            )
+            # The API has no "write if different" for everything: a re-run writes some variables and
+            # pools again (counted as updated); what matters is that nothing the API shows changed.
+            rewritten = [t.table for t in second.tables if t.updated or t.inserted]
+            figures.second_status = f"rewrote {', '.join(rewritten)}" if rewritten else "no writes"
+            figures.second_unchanged = _rest_state(target) == after
             figures.stage = "verify"
             figures.verify_ok = bool(report.verified or second.verified)
             figures.verify_problems = list(second.problems)
