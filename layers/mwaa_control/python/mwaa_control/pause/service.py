@@ -480,19 +480,21 @@ class LifecycleService:
         existing = self._get(name)
         self._state.park(name, "AVAILABLE", step.task_token, step.execution)
         ours = self._created_by_resume(self._state.record(name), step.backup_id)
-        if existing is not None and ours and existing["Status"] != "CREATE_FAILED":
-            pass  # this resume's own creation (a wait that timed out and came back): only wait again
-        elif existing is not None:
+        if existing is not None:
+            refusal = None
             if existing["Status"] == "CREATE_FAILED":
+                refusal = f"{name} exists in CREATE_FAILED; it must be deleted before a resume"
+            elif not ours:  # prepare_resume refused it; someone created it since
+                refusal = f"{name} exists and was not created by this resume; it was left alone"
+            elif existing["Status"] == "AVAILABLE":
+                # A re-run finds the environment it created: adopted only if it is still the snapshot's
+                # (compared once AVAILABLE: during creation GetEnvironment may not show everything).
+                differing = snapshots.differences(request, existing, self._tags(existing))
+                if differing:
+                    refusal = f"{name} exists with another configuration ({'; '.join(differing)}); it was left alone"
+            if refusal:
                 self._state.unpark(name, step.task_token)
-                raise EnvironmentConflict(f"{name} exists in CREATE_FAILED; it must be deleted before a resume")
-            differing = snapshots.differences(request, existing, self._tags(existing))
-            if differing:
-                self._state.unpark(name, step.task_token)
-                raise EnvironmentConflict(
-                    f"{name} already exists with another configuration ({'; '.join(differing)}); "
-                    f"it was left alone and backup {step.backup_id} is intact"
-                )
+                raise EnvironmentConflict(f"{refusal}; backup {step.backup_id} is intact")
         else:
             self._state.update(name, creation_started_at=self._clock())
             if request.get("Name") != name:  # load_snapshot refuses this too: never create another name
