@@ -15,11 +15,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from botocore.exceptions import ClientError
 
 from localcloud import LocalCloud
-from localcloud.airflow.backend import VENVS_DIR
 from localcloud.mwaa import Timings
 from tests.conftest import SharedVpc, build_shared_vpc, create_request
 
@@ -69,11 +67,6 @@ NESTED_DAG = textwrap.dedent(
         EmptyOperator(task_id="only")
     """
 )
-
-
-def installed(*releases: str) -> pytest.MarkDecorator:
-    missing = [r for r in releases if not (VENVS_DIR / r / "bin" / "airflow").exists()]
-    return pytest.mark.skipif(bool(missing), reason=f"Airflow {missing} not installed (make airflow-venvs)")
 
 
 def plugins_zip() -> bytes:
@@ -136,7 +129,6 @@ def run_workflow(cloud: LocalCloud, name: str, conf: dict[str, Any], timeout: fl
     raise AssertionError(f"the workflow still waits after {timeout} s")
 
 
-@installed("2.11.0")
 def test_delete_drops_the_database_and_recreate_builds_a_new_airflow_from_s3() -> None:
     with LocalCloud() as cloud:
         vpc = build_shared_vpc(cloud.client("ec2"))
@@ -171,7 +163,6 @@ def test_delete_drops_the_database_and_recreate_builds_a_new_airflow_from_s3() -
         assert (executed["dag_id"], executed["state"]) == ("reporter", "success")
 
 
-@installed("2.9.2")
 def test_exact_release_parses_late_and_runs_cli_triggered_dags() -> None:
     with LocalCloud(timings=Timings(dag_parse_delay=timedelta(minutes=10))) as cloud:
         vpc = build_shared_vpc(cloud.client("ec2"))
@@ -198,7 +189,6 @@ def test_exact_release_parses_late_and_runs_cli_triggered_dags() -> None:
         assert cloud.client("s3").get_object(Bucket="results", Key="from-cli")["Body"].read() == b"ran"
 
 
-@installed("3.0.6")
 def test_airflow3_runs_a_dag_triggered_through_the_rest_api() -> None:
     with LocalCloud() as cloud:
         vpc = build_shared_vpc(cloud.client("ec2"))
@@ -240,7 +230,6 @@ def test_plugins_version_that_does_not_exist_fails_creation(cloud: LocalCloud, v
     assert cloud.emulator._backends == {}
 
 
-@installed("2.11.0")
 def test_requirements_the_environment_cannot_install_fail_creation(cloud: LocalCloud, vpc: SharedVpc) -> None:
     sources = upload_sources(cloud, {})
     s3 = cloud.client("s3")

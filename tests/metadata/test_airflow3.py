@@ -28,8 +28,8 @@ EVENTS = (
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = Path(__file__).resolve().parents[2] / ".airflow" / RELEASE
-    if not (venv / "bin" / "airflow").exists():
-        pytest.skip(f"no Airflow {RELEASE} virtualenv")
+    # `make test` installs it: a missing one is a failure, not a skip.
+    assert (venv / "bin" / "airflow").exists(), f"no Airflow {RELEASE} virtualenv: run make airflow-venvs"
     backend = AirflowBackend(tmp_path_factory.mktemp("af3"), release=RELEASE)
     backend.ensure_ready()
     path = tmp_path_factory.mktemp("af3-template") / "airflow.db"
