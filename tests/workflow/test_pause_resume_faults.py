@@ -17,11 +17,9 @@ depend on running in file order (pytest's default)."""
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -42,10 +40,12 @@ from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 from localcloud import LocalCloud
 from localcloud.airflow.backend import AirflowBackend
 from localcloud.lambdas import CURRENT_FUNCTION
+from localcloud.lifecycle import failures, history, upload_environment_files
 from localcloud.mwaa.emulator import Timings
 from localcloud.network import SharedVpc, build_shared_vpc
 from mwaa_control.pause.models import OPT_IN_TAG, OPT_IN_VALUE
 from tests.conftest import create_request, live_endpoints
+from tests.workflow.test_pause_resume import observe
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_BUCKET = "mwaa-dags"
@@ -169,42 +169,10 @@ class World:
     executions: list[str] = field(default_factory=list)
 
 
-def _observe(cloud: LocalCloud) -> tuple[str, str]:
-    sqs, sns, events = cloud.client("sqs"), cloud.client("sns"), cloud.client("events")
-    alerts = sqs.create_queue(QueueName="fault-alerts")["QueueUrl"]
-    announced = sqs.create_queue(QueueName="fault-events")["QueueUrl"]
-
-    def arn(url: str) -> str:
-        return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
-
-    sns.subscribe(TopicArn=cloud.physical["AlertTopic"], Protocol="sqs", Endpoint=arn(alerts))
-    events.put_rule(Name="fault-events", EventPattern=json.dumps({"source": ["mwaa-control"]}))
-    events.put_targets(Rule="fault-events", Targets=[{"Id": "queue", "Arn": arn(announced)}])
-    return alerts, announced
-
-
-def _plugins_zip() -> bytes:
-    buffer = io.BytesIO()
-    package = ROOT / "layers" / "mwaa_control" / "python"
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted((package / "mwaa_control").rglob("*.py")):
-            archive.write(path, path.relative_to(package).as_posix())
-    return buffer.getvalue()
-
-
 def _upload_environment_files(cloud: LocalCloud) -> str:
-    s3 = cloud.client("s3")
-    s3.create_bucket(Bucket=DAG_BUCKET)
-    s3.put_bucket_versioning(Bucket=DAG_BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    s3.put_object(
-        Bucket=DAG_BUCKET,
-        Key="dags/mwaa_control_metadata.py",
-        Body=(ROOT / "dags/mwaa_control_metadata.py").read_bytes(),
-    )
-    for dag_id, paused in USER_DAGS.items():
-        source = DAG_SOURCE.format(dag_id=dag_id, paused=paused)
-        s3.put_object(Bucket=DAG_BUCKET, Key=f"dags/{dag_id}.py", Body=source.encode())
-    return str(s3.put_object(Bucket=DAG_BUCKET, Key="plugins.zip", Body=_plugins_zip())["VersionId"])
+    cloud.client("s3").create_bucket(Bucket=DAG_BUCKET)
+    dags = {dag_id: DAG_SOURCE.format(dag_id=dag_id, paused=paused) for dag_id, paused in USER_DAGS.items()}
+    return upload_environment_files(cloud, DAG_BUCKET, dags)
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +195,8 @@ def world() -> Iterator[World]:
             try:
                 vpc = build_shared_vpc(cloud.client("ec2"))
                 version = _upload_environment_files(cloud)
-                alerts, announced = _observe(cloud)
+                observers = observe(cloud)
+                alerts, announced = observers.alerts, observers.events
                 request = create_request(
                     NAME,
                     vpc,
@@ -297,27 +266,6 @@ def dag_pause_states(cloud: LocalCloud) -> dict[str, bool]:
     status, body = backend.rest("GET", "/dags", {"limit": "100"}, None)
     assert status == 200, body
     return {d["dag_id"]: bool(d["is_paused"]) for d in json.loads(body)["dags"] if d["dag_id"] in USER_DAGS}
-
-
-def history(cloud: LocalCloud, execution: str) -> list[dict[str, Any]]:
-    sfn = cloud.client("stepfunctions")
-    events: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"executionArn": execution, "maxResults": 1000}
-    while True:
-        page = sfn.get_execution_history(**kwargs)
-        events += page["events"]
-        if not page.get("nextToken"):
-            return events
-        kwargs["nextToken"] = page["nextToken"]
-
-
-def failures(cloud: LocalCloud, execution: str) -> list[str]:
-    found = []
-    for event in history(cloud, execution):
-        for key in ("taskFailedEventDetails", "lambdaFunctionFailedEventDetails", "executionFailedEventDetails"):
-            if key in event:
-                found.append(f"{event[key].get('error')}: {str(event[key].get('cause'))[:400]}")
-    return found
 
 
 def entered(cloud: LocalCloud, execution: str) -> list[str]:
