@@ -27,6 +27,7 @@ from localcloud.lambdas import CURRENT_FUNCTION, LocalLambda
 from localcloud.mwaa.emulator import MwaaEmulator, Timings
 from localcloud.mwaa.http import EmulatorWebTransport, MwaaHttpFrontend
 from localcloud.postgres import free_port
+from localcloud.scheduler import ScheduleFiringEngine
 from localcloud.template import ROOT, FunctionSpec, functions, load_template, resources_of_type
 from mwaa_control.airflow.transport import set_default_transport
 
@@ -120,9 +121,23 @@ class LocalCloud:
             self.emulator.authorize = self.iam.allows
         self.events = TemplateEventRouter(self.rendered_functions(), self.client("lambda"), home_account=self.account)
         self.emulator.subscribe(self.events.publish)
+        # moto stores EventBridge Scheduler schedules but never fires them: this fires them on the clock.
+        self.scheduler = ScheduleFiringEngine(
+            self.clock,
+            self.client("scheduler"),
+            self.client("stepfunctions"),
+            invoke_lambda=self.lambdas.invoke,
+            notified=True,
+        )
+        self._install("after-call.scheduler", self._schedule_changed)
+        if self._session is not None:  # the local cloud's own session predates the hook
+            self._session._session.register("after-call.scheduler", self._schedule_changed)
+        self.scheduler.attach()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if getattr(self, "scheduler", None) is not None:
+            self.scheduler.close()  # the clock cannot drop a listener: make it a no-op
         for event_name, handler in self._handlers:
             if (event_name, handler) in BUILTIN_HANDLERS:
                 BUILTIN_HANDLERS.remove((event_name, handler))
@@ -159,6 +174,12 @@ class LocalCloud:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_REGION": self.region,
         }
+
+    def _schedule_changed(self, model: Any = None, **_: Any) -> None:
+        """after-call hook of every EventBridge Scheduler call: writes make the engine list again."""
+        name = getattr(model, "name", "")
+        if name.startswith(("Create", "Update", "Delete")):
+            self.scheduler.changed()
 
     def _install(self, event_name: str, handler: Any) -> None:
         # New sessions pick handlers up from BUILTIN_HANDLERS (as moto's stubber does); the default
@@ -243,6 +264,9 @@ class LocalCloud:
             resource_type = self.template["Resources"][logical_id]["Type"]
             if resource_type == "AWS::Serverless::Function" and attribute == "Arn":
                 return f"arn:aws:lambda:{self.region}:{self.account}:function:{logical_id}"
+            if resource_type == "AWS::IAM::Role" and attribute == "Arn":
+                # The stack's roles live under its IAM path (see template.yaml's role Path).
+                return f"arn:aws:iam::{self.account}:role/mwaa-control/{self.stack_name}/{logical_id}"
             if attribute == "Arn" and logical_id in self._arns:
                 return self._arns[logical_id]
         raise ValueError(f"local cloud cannot resolve {value!r}")

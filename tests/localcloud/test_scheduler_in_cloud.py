@@ -1,0 +1,47 @@
+"""The firing engine wired into LocalCloud: it lists schedules only after a schedule was written
+(an after-call hook), so a schedule written by any client, including one a Lambda handler creates
+in-process, must still fire, and an advance with nothing changed must not miss a due instant."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from localcloud import LocalCloud
+
+ROLE = "arn:aws:iam::123456789012:role/scheduler"
+
+
+def test_schedules_written_through_any_client_fire_on_the_clock() -> None:
+    with LocalCloud() as cloud:
+        machine = cloud.physical["RunDagStateMachine"]
+        sfn = cloud.client("stepfunctions")
+        now = cloud.clock.now()
+        at = (now + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S")
+        # A fresh client, as a handler would create: the hook is global, not per client.
+        cloud.client("scheduler").create_schedule(
+            Name="one-shot",
+            ScheduleExpression=f"at({at})",
+            FlexibleTimeWindow={"Mode": "OFF"},
+            ActionAfterCompletion="DELETE",
+            Target={"Arn": machine, "RoleArn": ROLE, "Input": json.dumps({"marker": "one-shot"})},
+        )
+        cloud.client("scheduler").create_schedule(
+            Name="hourly",
+            ScheduleExpression="rate(1 hour)",
+            FlexibleTimeWindow={"Mode": "OFF"},
+            Target={"Arn": machine, "RoleArn": ROLE, "Input": json.dumps({"marker": "hourly"})},
+        )
+        cloud.run_for(timedelta(minutes=29))
+        assert not sfn.list_executions(stateMachineArn=machine)["executions"][1:]  # only rate's first fire
+        cloud.run_for(timedelta(hours=2, minutes=31))  # nothing is written in between: no listing
+        # rate() fires at creation and every hour after: 0, 1, 2 and 3 hours; at() once, at 30 min.
+        inputs = [
+            json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"])["marker"]
+            for e in sfn.list_executions(stateMachineArn=machine)["executions"]
+        ]
+        assert sorted(inputs) == ["hourly", "hourly", "hourly", "hourly", "one-shot"]
+        # The one-time schedule deleted itself after firing, as ActionAfterCompletion says.
+        names = [s["Name"] for s in cloud.client("scheduler").list_schedules()["Schedules"]]
+        assert names == ["hourly"]
+        assert not cloud.scheduler.failures()
