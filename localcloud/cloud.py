@@ -54,8 +54,13 @@ class LocalCloud:
         clock: ManualClock | None = None,
         timings: Timings | None = None,
         environment_overrides: dict[str, str] | None = None,
+        fire_template_schedules: bool = False,
     ) -> None:
+        """``fire_template_schedules``: create the functions' Schedule/ScheduleV2 events in moto, so
+        the periodic reconcilers run on the clock as they would deployed (off by default: tests
+        drive them explicitly with ``run_schedule``)."""
         self.region = region
+        self.fire_template_schedules = fire_template_schedules
         self.account = HOME_ACCOUNT
         self.stack_name = stack_name
         self.parameters = parameters or {}
@@ -132,6 +137,8 @@ class LocalCloud:
         self._install("after-call.scheduler", self._schedule_changed)
         if self._session is not None:  # the local cloud's own session predates the hook
             self._session._session.register("after-call.scheduler", self._schedule_changed)
+        if self.fire_template_schedules:
+            self._deploy_function_schedules()
         self.scheduler.attach()
         return self
 
@@ -174,6 +181,29 @@ class LocalCloud:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_REGION": self.region,
         }
+
+    def _deploy_function_schedules(self) -> None:
+        """The functions' Schedule/ScheduleV2 events, as SAM creates them: one EventBridge Scheduler
+        schedule per event, targeting the function with the event's Input."""
+        scheduler = self.client("scheduler")
+        for logical_id, resource in resources_of_type(self.template, "AWS::Serverless::Function").items():
+            for event_id, event in resource["Properties"].get("Events", {}).items():
+                if event["Type"] not in ("Schedule", "ScheduleV2"):
+                    continue
+                props = event["Properties"]
+                target: dict[str, Any] = {
+                    "Arn": f"arn:aws:lambda:{self.region}:{self.account}:function:{logical_id}",
+                    "RoleArn": f"arn:aws:iam::{self.account}:role/{self.stack_name}-{logical_id}-{event_id}",
+                }
+                if "Input" in props:
+                    target["Input"] = self.resolve(props["Input"])
+                scheduler.create_schedule(
+                    Name=f"{self.stack_name}-{logical_id}-{event_id}"[:64],
+                    ScheduleExpression=self.resolve(props["ScheduleExpression"]),
+                    ScheduleExpressionTimezone=self.resolve(props.get("ScheduleExpressionTimezone", "UTC")),
+                    FlexibleTimeWindow={"Mode": "OFF"},
+                    Target=target,
+                )
 
     def _schedule_changed(self, model: Any = None, **_: Any) -> None:
         """after-call hook of every EventBridge Scheduler call: writes make the engine list again."""

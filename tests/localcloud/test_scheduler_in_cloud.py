@@ -45,3 +45,20 @@ def test_schedules_written_through_any_client_fire_on_the_clock() -> None:
         names = [s["Name"] for s in cloud.client("scheduler").list_schedules()["Schedules"]]
         assert names == ["hourly"]
         assert not cloud.scheduler.failures()
+
+
+def test_the_templates_periodic_functions_run_on_the_clock_when_asked() -> None:
+    """SAM's ScheduleV2 events become schedules in moto: the endpoint reconciler and the fleet
+    scheduler then run every 15 minutes of the local clock, as deployed."""
+    with LocalCloud(fire_template_schedules=True) as cloud:
+        cloud.run_for(timedelta(minutes=31))
+        fired = [(f.target_arn.rsplit(":", 1)[-1], f.error) for f in cloud.scheduler.firings]
+        reconciler = [error for name, error in fired if name == "EndpointReconcilerFunction"]
+        fleet = [error for name, error in fired if name == "FleetSchedulerFunction"]
+        # rate(15 minutes) from creation: at 0, 15 and 30 minutes.
+        assert len(reconciler) == 3 and len(fleet) == 3
+        assert reconciler == [None, None, None]
+        assert fleet == [None, None, None]  # no fleet document: nothing to schedule, no error
+    with LocalCloud() as cloud:
+        cloud.run_for(timedelta(minutes=31))
+        assert not cloud.scheduler.firings
