@@ -9,19 +9,21 @@ reported by EndpointsLeftAloneAlarm) until the operator adopts them here, once.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.markup import escape
 
-from mwaa_control.adapters.clients import client
-from mwaa_control.composition import endpoint_service
-from mwaa_control.endpoints.service import EndpointService
 from mwaa_control.errors import ControlPlaneError
-from mwaa_control.models import AdoptionCandidate
-from mwaa_control.settings import EndpointSettings
+
+if TYPE_CHECKING:
+    from mwaa_control.endpoints.service import EndpointService
+    from mwaa_control.models import AdoptionCandidate
+    from mwaa_control.settings import EndpointSettings
+
+# `mwaactl --help` and argument errors must answer at once: the engines (pyarrow, SQLAlchemy,
+# psycopg, boto3) load inside the commands that use them (tests/unit/test_cold_imports.py).
 
 endpoints = typer.Typer(help="Customer-managed VPC endpoints of a deployed stack.", no_args_is_help=True)
 console = Console()
@@ -36,9 +38,23 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(1)
 
 
+def client(service: str, *, region: str | None = None) -> Any:
+    from mwaa_control.adapters.clients import client as boto3_client  # noqa: PLC0415 - see the note above
+
+    return boto3_client(service, region=region)
+
+
+def endpoint_service(settings: EndpointSettings) -> EndpointService:
+    from mwaa_control.composition import endpoint_service as compose  # noqa: PLC0415 - see the note above
+
+    return compose(settings)
+
+
 def build_service(stack: str, region: str | None) -> EndpointService:
     """The stack's endpoint service, configured as its functions are: the state table (stack
     output LockTableName), the participants (stack parameters) and the stack's account."""
+    from mwaa_control.settings import EndpointSettings  # noqa: PLC0415 - see the note above
+
     cloudformation = client("cloudformation", region=region)
     stacks = cloudformation.describe_stacks(StackName=stack)["Stacks"]
     if len(stacks) != 1:
@@ -90,6 +106,8 @@ def adopt(
     of an MWAA PrivateLink service, of an environment this stack serves, whose service is that
     environment's current database or webserver endpoint service. Endpoints of environments that
     no longer exist need --include-gone. Run once after upgrading; --dry-run first."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - see the note above
+
     try:
         service = build_service(stack, region)
         candidates = service.adoption_candidates()

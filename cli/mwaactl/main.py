@@ -15,8 +15,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from mwaa_control.airflow.errors import AirflowError
-from mwaa_control.composition import airflow_client
 from mwaactl.endpoints import endpoints
 from mwaactl.metadata import metadata
 
@@ -29,6 +27,9 @@ console = Console()
 errors = Console(stderr=True)
 
 Region = Annotated[str | None, typer.Option(help="AWS region (default: the SDK's)")]
+
+# `mwaactl --help` and argument errors must answer at once: the engines (pyarrow, SQLAlchemy,
+# psycopg, boto3) load inside the commands that use them (tests/unit/test_cold_imports.py).
 
 
 def _fail(error: Exception, code: int = 1) -> None:
@@ -49,6 +50,9 @@ def trigger(
 ) -> None:
     """Trigger DAG on ENVIRONMENT. Exit 0 when triggered (or succeeded with --wait), 1 on failure,
     2 when --wait ran out of time while the run was still going."""
+    from mwaa_control.airflow.errors import AirflowError  # noqa: PLC0415 - see the note above
+    from mwaa_control.composition import airflow_client  # noqa: PLC0415
+
     try:
         parsed: Any = json.loads(conf)
     except ValueError as error:
@@ -75,6 +79,9 @@ def airflow_command(
     region: Region = None,
 ) -> None:
     """Run an Airflow CLI command on ENVIRONMENT: mwaactl airflow ENV -- dags list -o json"""
+    from mwaa_control.airflow.errors import AirflowError  # noqa: PLC0415 - see the note above
+    from mwaa_control.composition import airflow_client  # noqa: PLC0415
+
     argv = list(ctx.args)
     if not argv:
         _fail(ValueError("give the Airflow command after --, e.g. mwaactl airflow ENV -- dags list"))

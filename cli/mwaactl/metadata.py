@@ -4,20 +4,19 @@ database URL (self-hosted Airflow, tests) and a local directory or s3://bucket/p
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from mwaa_control.adapters.clients import client
-from mwaa_control.metadata.backup import BackupEngine, BackupRequest, Drain
-from mwaa_control.metadata.database import open_database
 from mwaa_control.metadata.errors import MetadataError
-from mwaa_control.metadata.restore import RestoreEngine, RestoreRequest
-from mwaa_control.metadata.sealing import KmsKeyService
-from mwaa_control.metadata.store import BackupStore, open_store
-from mwaa_control.metadata.verify import latest_backup, list_backups, verify_backup, verify_restore
+
+if TYPE_CHECKING:
+    from mwaa_control.metadata.sealing import KmsKeyService
+    from mwaa_control.metadata.store import BackupStore
+
+# `mwaactl --help` and argument errors must answer at once: the engines (pyarrow, SQLAlchemy,
+# psycopg, boto3) load inside the commands that use them (tests/unit/test_cold_imports.py).
 
 metadata = typer.Typer(help="Back up, restore, verify and list Airflow metadata.", no_args_is_help=True)
 console = Console()
@@ -66,10 +65,16 @@ def _fail(error: Exception) -> None:
 
 
 def _keys(kms_key_id: str | None, region: str | None) -> KmsKeyService | None:
+    from mwaa_control.adapters.clients import client  # noqa: PLC0415 - see the note above
+    from mwaa_control.metadata.sealing import KmsKeyService  # noqa: PLC0415
+
     return KmsKeyService(client("kms", region=region), kms_key_id) if kms_key_id else None
 
 
 def _store(location: str, kms_key_id: str | None, region: str | None) -> BackupStore:
+    from mwaa_control.adapters.clients import client  # noqa: PLC0415 - see the note above
+    from mwaa_control.metadata.store import open_store  # noqa: PLC0415
+
     s3 = client("s3", region=region) if location.startswith("s3://") else None
     return open_store(location, s3=s3, kms_key_id=kms_key_id)
 
@@ -90,6 +95,9 @@ def backup(
 ) -> None:
     """Back up the metadata database to a new backups/{environment}/{backup_id}/. Give --kms-key-id:
     without it the backup cannot be authenticated, and restores refuse it by default."""
+    from mwaa_control.metadata.backup import BackupEngine, BackupRequest, Drain  # noqa: PLC0415 - see the note above
+    from mwaa_control.metadata.database import open_database  # noqa: PLC0415
+
     if on_timeout not in ("abort", "proceed"):
         _fail(ValueError("--on-timeout is abort or proceed"))
     if not kms_key_id:
@@ -152,6 +160,10 @@ def restore(
 ) -> None:
     """Restore a backup into a migrated Airflow database of the same version: all or nothing, and
     only once the backup is authenticated (give --kms-key-id)."""
+    from mwaa_control.metadata.database import open_database  # noqa: PLC0415 - see the note above
+    from mwaa_control.metadata.restore import RestoreEngine, RestoreRequest  # noqa: PLC0415
+    from mwaa_control.metadata.verify import latest_backup  # noqa: PLC0415
+
     source = source_environment or environment
     try:
         store = _store(from_, kms_key_id, region)
@@ -202,6 +214,11 @@ def verify(
 ) -> None:
     """Check a backup's authenticity (with --kms-key-id), its files against its manifest and its
     pickled values, and optionally a restored database against it."""
+    from rich.table import Table  # noqa: PLC0415 - see the note above
+
+    from mwaa_control.metadata.database import open_database  # noqa: PLC0415
+    from mwaa_control.metadata.verify import latest_backup, verify_backup, verify_restore  # noqa: PLC0415
+
     try:
         store = _store(from_, None, region)
         keys = _keys(kms_key_id, region)
@@ -245,6 +262,10 @@ def list_(
     "verified" (authenticated), "damaged" (truncated or unparsable manifest, no manifest.mac, MAC
     mismatch, KMS refusing or failing: never restored) or "not checked" (no --kms-key-id; one KMS
     call per backup)."""
+    from rich.table import Table  # noqa: PLC0415 - see the note above
+
+    from mwaa_control.metadata.verify import list_backups  # noqa: PLC0415
+
     try:
         backups = list_backups(_store(from_, None, region), environment, _keys(kms_key_id, region))
     except MetadataError as error:

@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mwaa_control.composition import endpoint_service
-from mwaa_control.endpoints.service import EndpointService, left_alone_counts
 from mwaa_control.errors import CrossAccountNotConfigured, InvalidEnvironmentReference
-from mwaa_control.events import environment_of
 from mwaa_control.observability import logger, metrics, tracer
-from mwaa_control.settings import EndpointSettings
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from mwaa_control.endpoints.service import EndpointService
+    from mwaa_control.settings import EndpointSettings
+
+# The domain (pydantic models and settings, the adapters) loads on first use, not at import: cold
+# start is what an idle function pays on every scale-out (bench/coldstart_bench.py).
 
 
 @cache
 def settings() -> EndpointSettings:
+    from mwaa_control.settings import EndpointSettings  # noqa: PLC0415 - see the note above
+
     return EndpointSettings.from_env()
 
 
 @cache
 def service() -> EndpointService:
+    from mwaa_control.composition import endpoint_service  # noqa: PLC0415 - see the note above
+
     return endpoint_service(settings())
 
 
@@ -30,6 +38,9 @@ def service() -> EndpointService:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    from mwaa_control.endpoints.service import left_alone_counts  # noqa: PLC0415 - see the note above
+    from mwaa_control.events import environment_of  # noqa: PLC0415
+
     try:
         ref = environment_of(event, settings().scope)
     except InvalidEnvironmentReference as error:

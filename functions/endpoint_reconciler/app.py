@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mwaa_control.composition import endpoint_service
-from mwaa_control.endpoints.service import EndpointService, left_alone_counts
 from mwaa_control.errors import FleetReconcileIncomplete
 from mwaa_control.observability import logger, metrics, tracer
-from mwaa_control.settings import EndpointSettings
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from mwaa_control.endpoints.service import EndpointService
+
+# The domain (pydantic models and settings, the adapters) loads on first use, not at import: cold
+# start is what an idle function pays on every scale-out (bench/coldstart_bench.py).
 
 
 @cache
 def service() -> EndpointService:
+    from mwaa_control.composition import endpoint_service  # noqa: PLC0415 - see the note above
+    from mwaa_control.settings import EndpointSettings  # noqa: PLC0415
+
     return endpoint_service(EndpointSettings.from_env())
 
 
@@ -24,6 +31,8 @@ def service() -> EndpointService:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    from mwaa_control.endpoints.service import left_alone_counts  # noqa: PLC0415 - see the note above
+
     results = service().reconcile_fleet()
     changed = [r for r in results if r.outcome in ("provisioned", "removed")]
     # Endpoints tagged as ours that we did not create (someone tagging endpoints as ours may be

@@ -4,32 +4,24 @@ statemachines/resume and statemachines/export). The event names the step; the re
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
-from mwaa_control.composition import lifecycle_service
 from mwaa_control.observability import logger, metrics, tracer
-from mwaa_control.pause.models import (
-    Abandon,
-    CheckStatus,
-    CreateAndWait,
-    DeleteAndWait,
-    FinishExport,
-    FinishPause,
-    FinishResume,
-    LifecycleEvent,
-    PrepareExport,
-    PreparePause,
-    PrepareResume,
-    VerifyBackup,
-)
-from mwaa_control.pause.service import LifecycleService, transient_errors_named
-from mwaa_control.settings import LifecycleEnvironment
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from mwaa_control.pause.service import LifecycleService
+
+# The domain (pydantic models and settings, the adapters) loads on first use, not at import: cold
+# start is what an idle function pays on every scale-out (bench/coldstart_bench.py).
 
 
 @cache
 def service() -> LifecycleService:
+    from mwaa_control.composition import lifecycle_service  # noqa: PLC0415 - see the note above
+    from mwaa_control.settings import LifecycleEnvironment  # noqa: PLC0415
+
     return lifecycle_service(LifecycleEnvironment.from_env())
 
 
@@ -37,6 +29,22 @@ def service() -> LifecycleService:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    from mwaa_control.pause.models import (  # noqa: PLC0415 - see the note above
+        Abandon,
+        CheckStatus,
+        CreateAndWait,
+        DeleteAndWait,
+        FinishExport,
+        FinishPause,
+        FinishResume,
+        LifecycleEvent,
+        PrepareExport,
+        PreparePause,
+        PrepareResume,
+        VerifyBackup,
+    )
+    from mwaa_control.pause.service import transient_errors_named  # noqa: PLC0415
+
     # The step is validated before anything is read; a task token in it never reaches a log line.
     step = LifecycleEvent.model_validate({"step": event}).step
     logger.append_keys(environment=step.environment, action=step.action, execution=step.execution)

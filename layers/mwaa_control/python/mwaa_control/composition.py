@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mwaa_control.adapters.clients import DESTRUCTIVE_CONFIG, client
-from mwaa_control.adapters.lock import DynamoDbLeaseLock
-from mwaa_control.adapters.mwaa import MwaaDirectory
-from mwaa_control.airflow.cli import MwaaCli
-from mwaa_control.airflow.client import AirflowClient, airflow_major
-from mwaa_control.airflow.rest import MwaaRest
-from mwaa_control.endpoints.ec2 import Ec2EndpointNetwork
-from mwaa_control.endpoints.registry import DynamoDbEndpointRegistry
-from mwaa_control.endpoints.service import EndpointService
-from mwaa_control.metadata.sealing import KmsKeyService
-from mwaa_control.metadata.store import S3Store
-from mwaa_control.pause.service import LifecycleService, LifecycleSettings
-from mwaa_control.pause.state import PauseStateTable
-from mwaa_control.settings import EndpointSettings, LifecycleEnvironment
+
+if TYPE_CHECKING:
+    from mwaa_control.airflow.client import AirflowClient
+    from mwaa_control.endpoints.service import EndpointService
+    from mwaa_control.pause.service import LifecycleService
+    from mwaa_control.pause.state import PauseStateTable
+    from mwaa_control.settings import EndpointSettings, LifecycleEnvironment
+
+# Each builder imports only its own service's modules: a handler's cold start loads what that
+# handler runs (the endpoint functions never load the metadata and pause packages, nor cryptography).
 
 
 def endpoint_service(settings: EndpointSettings) -> EndpointService:
+    from mwaa_control.adapters.lock import DynamoDbLeaseLock  # noqa: PLC0415 - see the note above
+    from mwaa_control.adapters.mwaa import MwaaDirectory  # noqa: PLC0415
+    from mwaa_control.endpoints.ec2 import Ec2EndpointNetwork  # noqa: PLC0415
+    from mwaa_control.endpoints.registry import DynamoDbEndpointRegistry  # noqa: PLC0415
+    from mwaa_control.endpoints.service import EndpointService  # noqa: PLC0415
+
     dynamodb = client("dynamodb", region=settings.region)
     return EndpointService(
         directory=MwaaDirectory(scope=settings.scope, participant_role_name=settings.participant_role_name),
@@ -47,6 +50,10 @@ def endpoint_service(settings: EndpointSettings) -> EndpointService:
 
 def airflow_client(environment: str, *, region: str | None = None, mwaa: Any = None) -> AirflowClient:
     """A client for one environment; its Airflow version (2 or 3) decides paths and flags."""
+    from mwaa_control.airflow.cli import MwaaCli  # noqa: PLC0415 - see the note above
+    from mwaa_control.airflow.client import AirflowClient, airflow_major  # noqa: PLC0415
+    from mwaa_control.airflow.rest import MwaaRest  # noqa: PLC0415
+
     mwaa = mwaa or client("mwaa", region=region)
     version = str(mwaa.get_environment(Name=environment)["Environment"]["AirflowVersion"])
     major = airflow_major(version)
@@ -69,6 +76,8 @@ def _execution_running(sfn: Any) -> Any:
 
 
 def pause_state(settings: LifecycleEnvironment) -> PauseStateTable:
+    from mwaa_control.pause.state import PauseStateTable  # noqa: PLC0415 - see the note above
+
     return PauseStateTable(
         client("dynamodb", region=settings.region),
         settings.state_table_name,
@@ -77,6 +86,11 @@ def pause_state(settings: LifecycleEnvironment) -> PauseStateTable:
 
 
 def lifecycle_service(settings: LifecycleEnvironment) -> LifecycleService:
+    from mwaa_control.endpoints.ec2 import Ec2EndpointNetwork  # noqa: PLC0415 - see the note above
+    from mwaa_control.metadata.sealing import KmsKeyService  # noqa: PLC0415
+    from mwaa_control.metadata.store import S3Store  # noqa: PLC0415
+    from mwaa_control.pause.service import LifecycleService, LifecycleSettings  # noqa: PLC0415
+
     region = settings.region
     mwaa = client("mwaa", region=region)
     network = Ec2EndpointNetwork(client("ec2", region=region), deployment_id=settings.deployment_id, region=region)

@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mwaa_control.errors import InvalidEnvironmentReference
 
+# Every model here is built (its validator compiled) on first use, not at import (defer_build):
+# a function's cold start then pays only for the models it validates.
+
 # One spelling of each part, shared by the ARN pattern and EnvironmentRef's fields: an ARN the
 # pattern accepts must never fail the model (an Availability Zone such as us-east-1a is no region).
 PARTITION = r"aws(?:-[a-z]+)*"
@@ -52,7 +55,7 @@ class WebserverAccessMode(StrEnum):
 class EnvironmentRef(BaseModel):
     """Identifies one environment: account, region and name (the ARN's parts)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     account: str = Field(pattern=rf"^{ACCOUNT}$")
     region: str = Field(pattern=rf"^{REGION}$")
@@ -87,7 +90,7 @@ class ControlScope(BaseModel):
     """The environments this deployment serves: its own account and the configured participant
     accounts, in its own region and partition. Anything else is refused before any call is made."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     partition: str = Field(pattern=rf"^{PARTITION}$")
     region: str = Field(pattern=rf"^{REGION}$")
@@ -113,6 +116,8 @@ class ControlScope(BaseModel):
 
 
 class NetworkConfiguration(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     subnet_ids: list[str] = Field(default_factory=list, alias="SubnetIds")
     security_group_ids: list[str] = Field(default_factory=list, alias="SecurityGroupIds")
 
@@ -120,7 +125,7 @@ class NetworkConfiguration(BaseModel):
 class Environment(BaseModel):
     """The fields of GetEnvironment the control plane reasons about (the truth, not the event)."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", defer_build=True)
 
     name: str = Field(alias="Name")
     arn: str = Field(alias="Arn")
@@ -146,6 +151,8 @@ class Environment(BaseModel):
 class ManagedEndpoint(BaseModel):
     """A live VPC endpoint tagged as this deployment's (tags are claims: see EndpointRecord)."""
 
+    model_config = ConfigDict(defer_build=True)
+
     endpoint_id: str
     vpc_id: str
     service_name: str
@@ -164,7 +171,7 @@ class EndpointIntent(BaseModel):
     DescribeVpcEndpoints, so the token is also tagged on the endpoint, and an endpoint matches an
     intent only if its environment, service and VPC agree and EC2 created it after the intent)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     client_token: str
     environment_arn: str
@@ -181,7 +188,7 @@ class EndpointRecord(BaseModel):
     registry. An endpoint is deleted only when its tags, its registry record and its service agree.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     endpoint_id: str
     environment_arn: str
@@ -192,6 +199,8 @@ class EndpointRecord(BaseModel):
 
 
 class AdoptionCandidate(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     """A tagged endpoint with no registry record (created before the registry existed), and
     whether ``mwaactl endpoints adopt`` may register it: ``adopt`` (its service is the environment's
     current one), ``gone`` (the environment no longer exists: the operator confirms with
@@ -203,6 +212,8 @@ class AdoptionCandidate(BaseModel):
 
 
 class EndpointAction(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     action: Literal[
         "created",
         "kept",
@@ -221,6 +232,8 @@ class EndpointAction(BaseModel):
 
 class EndpointReconciliation(BaseModel):
     """What one reconciliation of an environment's endpoints did, and why."""
+
+    model_config = ConfigDict(defer_build=True)
 
     environment_arn: str
     outcome: Literal["provisioned", "removed", "no-op", "ignored", "skipped", "failed"]

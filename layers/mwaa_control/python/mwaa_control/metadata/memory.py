@@ -7,9 +7,10 @@ the same speed.
 
 Arrow picks its process-wide default pool once, from `ARROW_DEFAULT_MEMORY_POOL`, when pyarrow is
 first imported, and its C++ parts (Parquet's column encoders) allocate from that default whatever
-pyarrow is told later. So importing this package imports pyarrow with the variable set to jemalloc
-(and unset again, so child processes are not affected), unless it is already set or pyarrow was
-imported first; `lean_arrow_memory` then switches what pyarrow itself allocates
+pyarrow is told later. So importing this package arranges for pyarrow's first import to run with
+the variable set to jemalloc (and unset again, so child processes are not affected), unless it is
+already set or pyarrow was imported first: without importing pyarrow itself, which the Lambda
+functions (they only read manifests) do not have; `lean_arrow_memory` then switches what pyarrow itself allocates
 for the duration of a backup or restore and puts the previous default back.
 """
 
@@ -17,9 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import ParamSpec, TypeVar
 
 VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
@@ -27,16 +31,45 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+class _JemallocWhenArrowLoads:
+    """Arrow reads ARROW_DEFAULT_MEMORY_POOL once, while pyarrow is first imported (memory.py says
+    why jemalloc). Importing pyarrow here would make every user of this package pay for it, the
+    Lambda functions among them, which only read manifests and have no pyarrow: so the variable is
+    set for the duration of pyarrow's own first import instead, and unset again (child processes
+    keep their defaults), unless the caller chose a pool or is not on Linux."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname != "pyarrow":
+            return None
+        try:
+            sys.meta_path.remove(self)
+        except ValueError:
+            return None  # another thread is already arranging it
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return None
+        exec_module = spec.loader.exec_module
+
+        def exec_with_jemalloc(module: ModuleType) -> None:
+            if not sys.platform.startswith("linux") or VARIABLE in os.environ:
+                exec_module(module)
+                return
+            os.environ[VARIABLE] = "jemalloc"
+            try:
+                exec_module(module)
+            finally:
+                del os.environ[VARIABLE]
+
+        spec.loader.exec_module = exec_with_jemalloc  # type: ignore[method-assign]
+        return spec
+
+
 def prefer_jemalloc() -> None:
-    # Linux wheels of pyarrow include jemalloc; elsewhere Arrow would warn and use its default.
-    if not sys.platform.startswith("linux") or "pyarrow" in sys.modules or VARIABLE in os.environ:
-        return
-    os.environ[VARIABLE] = "jemalloc"
-    try:
-        import pyarrow  # noqa: F401, PLC0415 - Arrow reads the variable now, once
-    finally:
-        # Processes this one starts (an Airflow task's subprocesses) keep their own defaults.
-        del os.environ[VARIABLE]
+    """Arrange for pyarrow's first import (if it has not happened) to pick Arrow's jemalloc pool."""
+    if "pyarrow" not in sys.modules and not any(isinstance(f, _JemallocWhenArrowLoads) for f in sys.meta_path):
+        sys.meta_path.insert(0, _JemallocWhenArrowLoads())
 
 
 @contextlib.contextmanager
