@@ -6,7 +6,9 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from mwaa_control.observability import logger, metrics, tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from mwaa_control.observability import METRICS_NAMESPACE, SERVICE, logger, metrics, tracer
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -76,7 +78,32 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             case Abandon():
                 result = lifecycle.abandon(step)
     output: dict[str, Any] = result if isinstance(result, dict) else result.model_dump(mode="json")
+    _emit_metrics(step.action, step, output)
     logger.info(
         "step done", extra={"outcome": {k: v for k, v in output.items() if k not in ("export_conf", "import_conf")}}
     )
     return output
+
+
+def _emit_metrics(action: str, step: Any, output: dict[str, Any]) -> None:
+    """What the dashboard shows and the alarms watch (template.yaml's OperationsDashboard); every
+    name here must appear there (tests/test_observability.py)."""
+    if action == "verify_backup":
+        metrics.add_metric(name="BackupRows", unit=MetricUnit.Count, value=int(output.get("rows", 0)))
+        metrics.add_metric(name="BackupBytes", unit=MetricUnit.Bytes, value=int(output.get("bytes", 0)))
+    elif action == "finish_pause" and output.get("phase") == "PAUSED":
+        metrics.add_metric(name="EnvironmentsPaused", unit=MetricUnit.Count, value=1)
+    elif action == "finish_resume" and output.get("phase") == "ACTIVE":
+        metrics.add_metric(name="EnvironmentsResumed", unit=MetricUnit.Count, value=1)
+        if output.get("creation_seconds") is not None:
+            metrics.add_metric(name="CreationSeconds", unit=MetricUnit.Seconds, value=float(output["creation_seconds"]))
+    elif action == "abandon":
+        # By operation and the stage that failed: a bounded set of names, never free text.
+        with single_metric(
+            name="WorkflowFailures",
+            unit=MetricUnit.Count,
+            value=1,
+            namespace=METRICS_NAMESPACE,
+            default_dimensions={"service": SERVICE, "Operation": str(step.operation), "Stage": str(step.stage)},
+        ):
+            pass

@@ -1,0 +1,89 @@
+"""Every metric the functions emit is on the operations dashboard or behind an alarm, and every
+alarm and dashboard metric of our namespace is one the code emits: a renamed metric cannot leave a
+silent alarm or an empty graph behind."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from typing import Any, get_args
+
+from localcloud.template import ROOT, load_template, resources_of_type
+from mwaa_control.models import EndpointReconciliation
+from mwaa_control.observability import METRICS_NAMESPACE
+
+# Metric names built at run time, and every value they can take.
+DYNAMIC = {"Endpoints_": [str(o) for o in get_args(EndpointReconciliation.model_fields["outcome"].annotation)]}
+
+
+def emitted() -> set[str]:
+    names: set[str] = set()
+    for path in sorted((ROOT / "functions").glob("*/app.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", getattr(node.func, "id", ""))
+                in (
+                    "add_metric",
+                    "single_metric",
+                )
+            ):
+                continue
+            name = next((k.value for k in node.keywords if k.arg == "name"), None)
+            if isinstance(name, ast.Constant):
+                names.add(str(name.value))
+            elif isinstance(name, ast.JoinedStr) and isinstance(name.values[0], ast.Constant):
+                prefix = str(name.values[0].value)
+                assert prefix in DYNAMIC, f"{path}: metric name {prefix}... is built at run time; list its values"
+                names |= {prefix + value for value in DYNAMIC[prefix]}
+            else:
+                raise AssertionError(f"{path}: a metric name the test cannot read ({ast.dump(name) if name else None})")
+    return names
+
+
+def dashboard_metrics(template: dict[str, Any]) -> set[str]:
+    names: set[str] = set()
+    for dashboard in resources_of_type(template, "AWS::CloudWatch::Dashboard").values():
+        body = dashboard["Properties"]["DashboardBody"]
+        text = body["Fn::Sub"] if isinstance(body, dict) else body
+        for widget in json.loads(text)["widgets"]:
+            for metric in widget["properties"].get("metrics", []):
+                if isinstance(metric[0], dict):  # a SEARCH expression: the MetricName it selects
+                    names |= set(re.findall(r'MetricName=\\?"(\w+)\\?"', metric[0]["expression"]))
+                elif metric[0] == METRICS_NAMESPACE:
+                    names.add(metric[1])
+    return names
+
+
+def alarm_metrics(template: dict[str, Any]) -> set[str]:
+    return {
+        alarm["Properties"]["MetricName"]
+        for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"].get("Namespace") == METRICS_NAMESPACE
+    }
+
+
+def test_every_emitted_metric_is_shown_or_alarmed() -> None:
+    template = load_template()
+    missing = emitted() - dashboard_metrics(template) - alarm_metrics(template)
+    assert not missing, f"emitted but on no dashboard and behind no alarm: {sorted(missing)}"
+
+
+def test_every_alarm_and_graph_of_our_namespace_watches_an_emitted_metric() -> None:
+    template = load_template()
+    stale = (dashboard_metrics(template) | alarm_metrics(template)) - emitted()
+    assert not stale, f"watched but never emitted: {sorted(stale)}"
+
+
+def test_the_workflows_that_can_fail_unattended_are_alarmed() -> None:
+    template = load_template()
+    watched = {
+        dimension["Value"]["Ref"]
+        for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values()
+        for query in alarm["Properties"].get("Metrics", [])
+        if "MetricStat" in query
+        for dimension in query["MetricStat"]["Metric"].get("Dimensions", [])
+        if dimension["Name"] == "StateMachineArn"
+    }
+    assert watched == set(resources_of_type(template, "AWS::Serverless::StateMachine"))
