@@ -29,6 +29,7 @@ from localcloud.mwaa.http import EmulatorWebTransport, MwaaHttpFrontend
 from localcloud.postgres import free_port
 from localcloud.scheduler import ScheduleFiringEngine
 from localcloud.template import ROOT, FunctionSpec, functions, load_template, resources_of_type
+from mwaa_control import clock as control_clock
 from mwaa_control.airflow.transport import set_default_transport
 
 HOME_ACCOUNT = "123456789012"
@@ -140,11 +141,14 @@ class LocalCloud:
         if self.fire_template_schedules:
             self._deploy_function_schedules()
         self.scheduler.attach()
+        # In-process functions see this cloud's time, the time the emulated MWAA stamps.
+        control_clock.install(self.clock.now)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if getattr(self, "scheduler", None) is not None:
             self.scheduler.close()  # the clock cannot drop a listener: make it a no-op
+        control_clock.install(None)
         for event_name, handler in self._handlers:
             if (event_name, handler) in BUILTIN_HANDLERS:
                 BUILTIN_HANDLERS.remove((event_name, handler))

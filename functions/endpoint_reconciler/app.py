@@ -31,7 +31,8 @@ def service() -> EndpointService:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    from mwaa_control.endpoints.service import left_alone_counts  # noqa: PLC0415 - see the note above
+    from mwaa_control import clock  # noqa: PLC0415 - see the note above
+    from mwaa_control.endpoints.service import left_alone_counts, stuck_environments  # noqa: PLC0415
 
     results = service().reconcile_fleet()
     changed = [r for r in results if r.outcome in ("provisioned", "removed")]
@@ -40,6 +41,17 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     # opt in to: each worth its own alarm, never a failure.
     left_alone = left_alone_counts(results)
     metrics.add_metric(name="EnvironmentsReconciled", unit=MetricUnit.Count, value=len(results))
+    stuck = stuck_environments(results, clock.now())
+    metrics.add_metric(name="EnvironmentsStuck", unit=MetricUnit.Count, value=len(stuck))
+    for result in stuck:
+        logger.warning(
+            "environment stuck",
+            extra={
+                "environment_arn": result.environment_arn,
+                "status": result.status,
+                "created_at": str(result.created_at),
+            },
+        )
     metrics.add_metric(name="EndpointsLeftAlone", unit=MetricUnit.Count, value=left_alone.endpoints)
     metrics.add_metric(
         name="SqsEndpointsNotOptedIn", unit=MetricUnit.Count, value=left_alone.sqs_endpoints_not_opted_in

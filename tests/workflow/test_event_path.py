@@ -594,3 +594,35 @@ def test_the_sweep_applies_an_opt_in_made_after_the_environment_became_available
     # Then the environment's queue is allowed
     queue = cloud.client("mwaa").get_environment(Name="etl-shared")["Environment"]["CeleryExecutorQueue"]
     assert any(s.get("Resource") == [queue] for s in sqs_policy(cloud, vpc)["Statement"])
+
+
+def _emitted(captured: str, name: str) -> list[float]:
+    """Values of one metric in the EMF documents a handler printed (Powertools' output)."""
+    values: list[float] = []
+    for line in captured.splitlines():
+        with contextlib.suppress(ValueError):
+            document = json.loads(line)
+            if isinstance(document, dict) and "_aws" in document and name in document:
+                value = document[name]
+                values += [float(v) for v in value] if isinstance(value, list) else [float(value)]
+    return values
+
+
+def test_the_sweep_reports_an_environment_stuck_in_pending(
+    cloud: LocalCloud, vpc: SharedVpc, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given two customer-managed environments whose PENDING events were lost: one created two hours
+    # and ten minutes ago, one twenty minutes ago (times on the local cloud's clock, which the
+    # in-process functions read too: on the wall clock both would look days old)
+    cloud.emulator.event_mode = "drop"
+    mwaa = cloud.client("mwaa")
+    mwaa.create_environment(**create_request("etl-old", vpc))
+    cloud.clock.advance(timedelta(hours=1, minutes=50))
+    mwaa.create_environment(**create_request("etl-new", vpc))
+    cloud.clock.advance(timedelta(minutes=20))
+    assert {mwaa.get_environment(Name=n)["Environment"]["Status"] for n in ("etl-old", "etl-new")} == {"PENDING"}
+    capsys.readouterr()
+    # When the sweep runs (it provisions both now)
+    cloud.run_schedule("EndpointReconcilerFunction")
+    # Then only the one PENDING for more than two hours counts as stuck
+    assert _emitted(capsys.readouterr().out, "EnvironmentsStuck") == [1.0]

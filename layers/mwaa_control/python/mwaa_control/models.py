@@ -240,6 +240,8 @@ class EndpointReconciliation(BaseModel):
     reason: str
     status: str | None = None
     actions: list[EndpointAction] = Field(default_factory=list)
+    # The environment's CreatedAt (GetEnvironment), when it exists: how long CREATING/PENDING lasted.
+    created_at: datetime | None = None
 
     def summary(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -93,6 +93,23 @@ class LeftAlone(NamedTuple):
     sqs_endpoints_not_opted_in: int  # a change was needed but the VPC owner did not opt in
 
 
+STUCK_AFTER = {"PENDING": timedelta(hours=2), "CREATING": timedelta(hours=3)}
+"""How long after CreatedAt an environment may still be PENDING or CREATING before it counts as
+stuck: this automation creates the endpoints of a PENDING environment within minutes (MWAA itself
+gives up only after 72 hours), and a creation takes 20-30 minutes plus its PENDING time. DELETING and
+UPDATING are not covered: GetEnvironment says when an environment was created, not when it began
+deleting (the pause workflow's own wait limit covers the deletions the control plane starts)."""
+
+
+def stuck_environments(results: Iterable[EndpointReconciliation], now: datetime) -> list[EndpointReconciliation]:
+    """The environments of a sweep that have been PENDING or CREATING too long (STUCK_AFTER)."""
+    return [
+        r
+        for r in results
+        if r.status in STUCK_AFTER and r.created_at is not None and now - r.created_at > STUCK_AFTER[r.status]
+    ]
+
+
 def left_alone_counts(results: Iterable[EndpointReconciliation]) -> LeftAlone:
     actions = [a.action for r in results for a in r.actions]
     return LeftAlone(actions.count("skipped"), actions.count("sqs-endpoint-not-opted-in"))
@@ -145,27 +162,35 @@ class EndpointService:
             return EndpointReconciliation(environment_arn=ref.arn, outcome="ignored", reason=refusal)
         with self._lock.hold(ref.arn) as lease:
             environment = self._directory.get_environment(ref)
-            if environment is None:
-                return self._remove(ref.arn, lease, reason="environment no longer exists")
-            if environment.status == EnvironmentStatus.DELETED:
-                return self._remove(ref.arn, lease, reason="environment is DELETED")
-            if environment.endpoint_management != EndpointManagement.CUSTOMER:
-                return EndpointReconciliation(
-                    environment_arn=ref.arn,
-                    outcome="no-op",
-                    status=environment.status,
-                    reason="endpoints are managed by MWAA (EndpointManagement=SERVICE)",
-                )
-            if sweep and environment.status in SQS_RECONCILED_STATUSES:
-                return self._reconcile_sqs_policy(environment, lease)
-            if environment.status != EnvironmentStatus.PENDING:
-                return EndpointReconciliation(
-                    environment_arn=ref.arn,
-                    outcome="no-op",
-                    status=environment.status,
-                    reason=f"nothing to do while the environment is {environment.status}",
-                )
-            return self._provision(environment, lease)
+            result = self._reconcile_environment(ref, environment, lease, sweep)
+            if environment is not None:
+                result.created_at = environment.created_at
+            return result
+
+    def _reconcile_environment(
+        self, ref: EnvironmentRef, environment: Environment | None, lease: Any, sweep: bool
+    ) -> EndpointReconciliation:
+        if environment is None:
+            return self._remove(ref.arn, lease, reason="environment no longer exists")
+        if environment.status == EnvironmentStatus.DELETED:
+            return self._remove(ref.arn, lease, reason="environment is DELETED")
+        if environment.endpoint_management != EndpointManagement.CUSTOMER:
+            return EndpointReconciliation(
+                environment_arn=ref.arn,
+                outcome="no-op",
+                status=environment.status,
+                reason="endpoints are managed by MWAA (EndpointManagement=SERVICE)",
+            )
+        if sweep and environment.status in SQS_RECONCILED_STATUSES:
+            return self._reconcile_sqs_policy(environment, lease)
+        if environment.status != EnvironmentStatus.PENDING:
+            return EndpointReconciliation(
+                environment_arn=ref.arn,
+                outcome="no-op",
+                status=environment.status,
+                reason=f"nothing to do while the environment is {environment.status}",
+            )
+        return self._provision(environment, lease)
 
     def reconcile_fleet(self) -> list[EndpointReconciliation]:
         """Polling fallback for missed events: every listed environment, plus every environment
