@@ -4,6 +4,7 @@ mwaactl dags trigger ENV DAG [--conf JSON] [--run-id ID] [--wait] [--timeout SEC
 mwaactl airflow ENV -- <airflow cli args>
 mwaactl metadata backup|restore|verify|list ...
 mwaactl endpoints adopt [--dry-run] [--include-gone] [--stack NAME] [--region REGION]
+mwaactl status | pause ENV | resume ENV | follow ARN | override ENV | backups ENV [--stack NAME]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import typer
 from rich.console import Console
 
 from mwaactl.endpoints import endpoints
+from mwaactl.fleet import register as register_fleet_commands
 from mwaactl.metadata import metadata
 
 app = typer.Typer(help="Operate MWAA environments: trigger DAGs, run Airflow commands.", no_args_is_help=True)
@@ -23,6 +25,7 @@ dags = typer.Typer(help="DAG runs.", no_args_is_help=True)
 app.add_typer(dags, name="dags")
 app.add_typer(metadata, name="metadata")
 app.add_typer(endpoints, name="endpoints")
+register_fleet_commands(app)
 console = Console()
 errors = Console(stderr=True)
 

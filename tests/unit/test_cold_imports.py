@@ -120,8 +120,20 @@ def test_a_handler_never_loads_the_metadata_engine_dependencies(handler: str) ->
         ["metadata", "backup"],
         ["endpoints", "adopt", "--bogus"],
         ["dags", "trigger"],
+        ["status", "--bogus"],
+        ["pause"],
+        ["override", "--help"],
     ],
-    ids=["help", "metadata-help", "metadata-argument-error", "endpoints-argument-error", "dags-argument-error"],
+    ids=[
+        "help",
+        "metadata-help",
+        "metadata-argument-error",
+        "endpoints-argument-error",
+        "dags-argument-error",
+        "status-argument-error",
+        "pause-argument-error",
+        "override-help",
+    ],
 )
 def test_mwaactl_help_and_argument_errors_load_no_engine_and_no_boto3(argv: list[str]) -> None:
     # Given a fresh interpreter with the CLI

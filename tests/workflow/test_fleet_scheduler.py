@@ -106,7 +106,7 @@ def test_the_scheduler_starts_each_due_transition_once(fleet_cloud: tuple[LocalC
         Bucket=cloud.physical["MetadataBackupBucket"], Key="fleet/schedules.json", Body=json.dumps(FLEET).encode()
     )
     # Always running, but the operators keep etl-a and etl-b paused for a day.
-    now = dt.datetime.now(dt.UTC)
+    now = cloud.clock.now()  # what the in-process functions read too
     store = OverrideStore(cloud.client("dynamodb"), cloud.physical["LockTable"])
     for name in ("etl-a", "etl-b"):
         store.add(

@@ -10,6 +10,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mwaa_control import clock
 from mwaa_control.schedules.config import ScheduleConfigError
 from mwaa_control.schedules.fleet import Deferred, FleetDecision, FleetLimits, PlannedExecution, reconcile
 from mwaa_control.schedules.fleet_adapters import ExecutionStarter, FleetObserver, S3FleetDocument, WakeUpSchedule
@@ -18,7 +19,7 @@ from mwaa_control.schedules.overrides import OverrideStore
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return clock.now()  # the system clock deployed; the local cloud's clock in it
 
 
 class FleetSchedulerSettings(BaseModel):

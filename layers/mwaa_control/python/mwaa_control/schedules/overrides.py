@@ -19,6 +19,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import TypeAdapter
 
+from mwaa_control import clock
 from mwaa_control.errors import ControlPlaneError
 from mwaa_control.schedules.fleet import LOOKBACK, recent_overrides
 from mwaa_control.schedules.model import Override
@@ -33,7 +34,7 @@ class OverrideConflict(ControlPlaneError):
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return clock.now()  # the system clock deployed; the local cloud's clock in it
 
 
 def _code(error: ClientError) -> str:

@@ -1,0 +1,610 @@
+"""mwaactl status | pause | resume | follow | override | backups: the on-call engineer's view of a
+deployed control plane's fleet, and the hand on its pause/resume workflows.
+
+Every command finds the stack's resources by itself (`--stack`, CloudFormation outputs) and reads
+or writes what the stack's own functions do: the state table, the fleet document, the overrides,
+the Pause/Resume state machines, the backup bucket.
+
+Exit codes: 0 done (the workflow succeeded), 1 failed (the workflow failed, timed out or was
+aborted, or the stack could not be read: the message says what to do next), 2 wrong arguments,
+130 stopped following (Ctrl-C; the workflow itself goes on).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import typer
+from pydantic import BaseModel, ConfigDict
+from rich.console import Console
+from rich.markup import escape
+
+from mwaa_control.errors import ControlPlaneError
+
+if TYPE_CHECKING:
+    from mwaa_control.schedules.model import Override
+
+# `mwaactl --help` and argument errors must answer at once: the engines (pyarrow, SQLAlchemy,
+# psycopg, boto3) load inside the commands that use them (tests/unit/test_cold_imports.py).
+
+console = Console()
+errors = Console(stderr=True)
+
+# The stack outputs each command needs (template.yaml's Outputs section).
+OUTPUTS = {
+    "state_table": "LockTableName",
+    "bucket": "MetadataBackupBucketName",
+    "backup_key_arn": "MetadataBackupKeyArn",
+    "pause_state_machine_arn": "PauseStateMachineArn",
+    "resume_state_machine_arn": "ResumeStateMachineArn",
+}
+STOPPED_FOLLOWING = 130
+
+
+class FleetStack(BaseModel):
+    """The resources of one deployed control plane that the fleet commands use."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    region: str
+    state_table: str
+    bucket: str
+    backup_key_arn: str | None = None
+    fleet_document_key: str = "fleet/schedules.json"
+    pause_state_machine_arn: str
+    resume_state_machine_arn: str
+
+
+class Fleet:
+    """A stack and the AWS clients to reach it with (`clients(service)`)."""
+
+    def __init__(self, stack: FleetStack, clients: Callable[[str], Any]) -> None:
+        self.stack = stack
+        self._clients = clients
+        self._made: dict[str, Any] = {}
+
+    def client(self, service: str) -> Any:
+        if service not in self._made:
+            self._made[service] = self._clients(service)
+        return self._made[service]
+
+
+def locate(stack: str, region: str | None, profile: str | None) -> Fleet:
+    """The fleet of the deployed stack `stack`, read from its CloudFormation outputs and parameters.
+    Tests replace this function to point the commands at a LocalCloud."""
+    from mwaa_control.adapters.clients import client  # noqa: PLC0415 - see the note above
+
+    if profile:
+        # Every client of this process, the metadata commands' included, then uses the profile.
+        os.environ["AWS_PROFILE"] = profile
+    stacks = client("cloudformation", region=region).describe_stacks(StackName=stack)["Stacks"]
+    if len(stacks) != 1:
+        raise ControlPlaneError(f"stack {stack} not found: check --stack, --region and --profile")
+    described = stacks[0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+    parameters = {p["ParameterKey"]: p.get("ParameterValue", "") for p in described.get("Parameters", [])}
+    missing = [key for field, key in OUTPUTS.items() if key not in outputs and field != "backup_key_arn"]
+    if missing:
+        raise ControlPlaneError(
+            f"stack {stack} has no output {', '.join(missing)}: is it an mwaa-control stack, and of this "
+            "version? Deploy the current template, then try again"
+        )
+    # arn:<partition>:cloudformation:<region>:<account>:stack/<name>/<id>
+    stack_region = str(described["StackId"]).split(":")[3]
+    settings = FleetStack(
+        name=described["StackName"],
+        region=stack_region,
+        fleet_document_key=parameters.get("FleetDocumentKey") or "fleet/schedules.json",
+        **{field: outputs.get(key) for field, key in OUTPUTS.items()},
+    )
+    return Fleet(settings, lambda service: client(service, region=stack_region))
+
+
+def _fail(error: Exception | str, code: int = 1) -> None:
+    errors.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+StackName = Annotated[str, typer.Option("--stack", help="CloudFormation stack name of the control plane")]
+Region = Annotated[str | None, typer.Option(help="AWS region of the stack (default: the SDK's)")]
+Profile = Annotated[str | None, typer.Option(help="AWS profile (default: the SDK's)")]
+
+
+def _fleet(stack: str, region: str | None, profile: str | None) -> Fleet:
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - see the note above
+
+    try:
+        return locate(stack, region, profile)
+    except (ClientError, BotoCoreError, ControlPlaneError, ValueError) as error:
+        _fail(f"{error} (reading stack {stack})")
+        raise  # unreachable: _fail exits
+
+
+# --- status ------------------------------------------------------------------------------------------
+
+
+class NextAction(BaseModel):
+    at: dt.datetime
+    target: str
+    reason: str
+
+
+class ActiveOverride(BaseModel):
+    kind: str
+    until: dt.datetime
+    reason: str = ""
+
+
+class EnvironmentStatus(BaseModel):
+    """One row of `mwaactl status` (and one object of its JSON output)."""
+
+    environment: str
+    status: str
+    """MWAA's Status, "paused" (absent from MWAA, paused by us) or "absent"."""
+    phase: str | None
+    operation_running: bool
+    schedule: str | None
+    next_action: NextAction | None
+    override: ActiveOverride | None
+    last_verified_backup: str | None
+    problem: str | None = None
+
+
+class FleetStatus(BaseModel):
+    environments: list[EnvironmentStatus]
+    document_problems: list[str] = []
+    failures: dict[str, str] = {}
+
+
+def _active(overrides: tuple[Override, ...], now: dt.datetime) -> Override | None:
+    """The override in force: the most recent of the active ones (as the scheduler decides)."""
+    active = [o for o in overrides if o.active_at(now)]
+    return max(active, key=lambda o: o.created_at) if active else None
+
+
+def fleet_status(fleet: Fleet, now: dt.datetime) -> FleetStatus:
+    from mwaa_control.pause.state import PauseStateTable  # noqa: PLC0415 - see the note above
+    from mwaa_control.schedules.config import ScheduleConfigError, managed_environment  # noqa: PLC0415
+    from mwaa_control.schedules.evaluate import next_transition  # noqa: PLC0415
+    from mwaa_control.schedules.fleet_adapters import EMPTY_DOCUMENT, FleetObserver, S3FleetDocument  # noqa: PLC0415
+    from mwaa_control.schedules.overrides import OverrideStore  # noqa: PLC0415
+
+    stack = fleet.stack
+    loaded, _ = S3FleetDocument(fleet.client("s3"), stack.bucket, stack.fleet_document_key).load()
+    problems: list[str] = []
+    if isinstance(loaded, ScheduleConfigError):
+        problems = [str(p) for p in loaded.problems]
+        document = EMPTY_DOCUMENT
+    else:
+        document = loaded
+    observer = FleetObserver(
+        mwaa=fleet.client("mwaa"),
+        dynamodb=fleet.client("dynamodb"),
+        s3=fleet.client("s3"),
+        sfn=fleet.client("stepfunctions"),
+        table=stack.state_table,
+        bucket=stack.bucket,
+    )
+    seen = observer.observe(document.environments)
+    overrides = OverrideStore(fleet.client("dynamodb"), stack.state_table, clock=lambda: now)
+    records = PauseStateTable(fleet.client("dynamodb"), stack.state_table, execution_running=lambda _: True)
+    rows: list[EnvironmentStatus] = []
+    for environment in seen.environments:
+        name = environment.name
+        record = records.record(name)
+        active = _active(overrides.overrides(name), now)
+        schedule: str | None = None
+        upcoming: NextAction | None = None
+        problem: str | None = seen.failures.get(name)
+        try:
+            managed = managed_environment(document, name, environment.tags or {})
+        except ScheduleConfigError as refused:
+            managed, problem = None, "; ".join(str(p) for p in refused.problems)
+        if managed is not None:
+            schedule = next(k for k, v in document.schedules.items() if v == managed.schedule)
+            durations = [dt.timedelta(seconds=s) for s in environment.creation_seconds]
+            transition = next_transition(managed.schedule, managed.calendar, overrides.overrides(name), durations, now)
+            if transition is not None:
+                upcoming = NextAction(at=transition.at, target=transition.target.value, reason=transition.reason.value)
+        if environment.status is not None:
+            status = environment.status
+        elif environment.phase is not None and environment.phase.value == "PAUSED":
+            status = "paused"
+        else:
+            status = "absent"
+        rows.append(
+            EnvironmentStatus(
+                environment=name,
+                status=status,
+                phase=None if environment.phase is None else environment.phase.value,
+                operation_running=environment.operation_running,
+                schedule=schedule,
+                next_action=upcoming,
+                override=None
+                if active is None
+                else ActiveOverride(kind=active.kind.value, until=active.until, reason=active.reason),
+                last_verified_backup=None if record is None else record.last_good_backup_id,
+                problem=problem,
+            )
+        )
+    return FleetStatus(environments=rows, document_problems=problems, failures=dict(seen.failures))
+
+
+def _when(instant: dt.datetime) -> str:
+    return instant.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def print_status(report: FleetStatus) -> None:
+    from rich.table import Table  # noqa: PLC0415 - see the note above
+
+    table = Table("environment", "status", "phase", "schedule", "next action", "override", "last verified backup")
+    for row in report.environments:
+        status = {"paused": "[cyan]paused[/cyan]", "AVAILABLE": "[green]AVAILABLE[/green]"}.get(row.status, row.status)
+        phase = (row.phase or "-") + (" (operation running)" if row.operation_running else "")
+        action = (
+            "-"
+            if row.next_action is None
+            else f"{row.next_action.target} at {_when(row.next_action.at)} ({row.next_action.reason})"
+        )
+        override = "-" if row.override is None else f"{row.override.kind} until {_when(row.override.until)}"
+        table.add_row(
+            escape(row.environment),
+            status,
+            phase,
+            escape(row.schedule or "-"),
+            action,
+            override,
+            escape(row.last_verified_backup or "-"),
+        )
+    console.print(table)
+    for row in report.environments:
+        if row.problem:
+            errors.print(f"[yellow]{escape(row.environment)}:[/yellow] {escape(row.problem)}", soft_wrap=True)
+    for problem in report.document_problems:
+        errors.print(
+            f"[red]fleet document refused:[/red] {escape(problem)} (fix the document; nothing is scheduled until then)",
+            soft_wrap=True,
+        )
+
+
+def status(
+    stack: StackName = "mwaa-control",
+    region: Region = None,
+    profile: Profile = None,
+    output: Annotated[Literal["table", "json"], typer.Option("--output", "-o", help="table or json")] = "table",
+) -> None:
+    """The managed fleet: each environment's MWAA status (or "paused"), pause/resume phase, schedule
+    and next scheduled action, active override and the backup its resume would restore.
+    Exit codes: 0 shown, 1 the stack or the fleet could not be read."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - see the note above
+
+    fleet = _fleet(stack, region, profile)
+    try:
+        report = fleet_status(fleet, dt.datetime.now(dt.UTC))
+    except (ClientError, BotoCoreError, ControlPlaneError) as error:
+        _fail(f"{error} (check that your role may read the stack's state table, bucket and MWAA)")
+    if output == "json":
+        print(report.model_dump_json(indent=2))
+    else:
+        print_status(report)
+
+
+# --- pause / resume / follow -----------------------------------------------------------------------
+
+FINISHED = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+
+
+def _execution_name(environment: str, action: str, now: dt.datetime) -> str:
+    # Step Functions names: at most 80 characters; MWAA names can be 80 themselves.
+    suffix = f"-{action}-mwaactl-{now.strftime('%Y%m%dT%H%M%SZ')}"
+    return environment[: 80 - len(suffix)] + suffix
+
+
+def _history(sfn: Any, arn: str) -> list[dict[str, Any]]:
+    """The execution's events, oldest first (a pause waits on task tokens, not in polling loops:
+    its history stays short)."""
+    events: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        page = sfn.get_execution_history(executionArn=arn, maxResults=1000, **({"nextToken": token} if token else {}))
+        events += page["events"]
+        token = page.get("nextToken")
+        if not token:
+            return events
+
+
+def failure_cause(sfn: Any, arn: str, described: dict[str, Any]) -> str:
+    """Why the execution failed, in the workflow's words: the outcome message its failure states
+    carry (the workflows end in a Fail state whose own cause only points at it), else the last
+    failed task's error, else the execution's error and cause."""
+    events = _history(sfn, arn)
+    for event in reversed(events):
+        entered = event.get("stateEnteredEventDetails")
+        if event["type"] == "FailStateEntered" and entered:
+            try:
+                message = json.loads(entered.get("input", "{}"))["outcome"]["result"]["message"]
+            except (ValueError, KeyError, TypeError):
+                break
+            if message:
+                return str(message)
+            break
+    for event in reversed(events):
+        for details in ("taskFailedEventDetails", "lambdaFunctionFailedEventDetails"):
+            if details in event:
+                failed = event[details]
+                return f"{failed.get('error', '')}: {_readable(failed.get('cause', ''))}"
+    return f"{described.get('error') or 'no error recorded'}: {_readable(described.get('cause') or '')}"
+
+
+def _elapsed(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def follow_execution(fleet: Fleet, arn: str, poll: float) -> dict[str, Any]:
+    """Describe the execution until it ends, printing each state it enters. Ctrl-C raises
+    KeyboardInterrupt to the caller; the execution is never stopped here."""
+    sfn = fleet.client("stepfunctions")
+    started = time.monotonic()
+    seen = 0
+    last = "starting"
+    with console.status(last, spinner="dots") as progress:
+        while True:
+            described: dict[str, Any] = sfn.describe_execution(executionArn=arn)
+            for event in _history(sfn, arn):
+                if event["id"] > seen and "stateEnteredEventDetails" in event:
+                    last = str(event["stateEnteredEventDetails"]["name"])
+                    elapsed = (event["timestamp"] - described["startDate"]).total_seconds()
+                    console.print(f"[dim]{_elapsed(elapsed):>8}[/dim]  {escape(last)}", highlight=False)
+                seen = max(seen, int(event["id"]))
+            if described["status"] in FINISHED:
+                return described
+            elapsed_now = _elapsed(time.monotonic() - started)
+            progress.update(f"{escape(last)} ({elapsed_now} following, Ctrl-C stops following)")
+            time.sleep(poll)
+
+
+def _follow_and_exit(fleet: Fleet, arn: str, poll: float) -> None:
+    try:
+        described = follow_execution(fleet, arn, poll)
+    except KeyboardInterrupt:
+        errors.print(
+            f"stopped following; the workflow goes on. Follow it again with: mwaactl follow {arn}", soft_wrap=True
+        )
+        raise typer.Exit(STOPPED_FOLLOWING) from None
+    outcome = str(described["status"])
+    if outcome == "SUCCEEDED":
+        console.print(f"[green]{outcome}[/green] {arn}", soft_wrap=True)
+        return
+    cause = failure_cause(fleet.client("stepfunctions"), arn, described)
+    errors.print(f"[red]{outcome}[/red] {arn}", soft_wrap=True)
+    errors.print(f"[red]cause:[/red] {escape(cause)}", soft_wrap=True)
+    errors.print("see the execution history in the Step Functions console; `mwaactl status` shows the phase now")
+    raise typer.Exit(1)
+
+
+def _readable(cause: str) -> str:
+    """Lambda failures carry their cause as a JSON object: its errorMessage says what happened."""
+    try:
+        parsed = json.loads(cause)
+    except ValueError:
+        return cause
+    if isinstance(parsed, dict) and "errorMessage" in parsed:
+        return str(parsed["errorMessage"])
+    return cause
+
+
+def start_workflow(fleet: Fleet, action: Literal["pause", "resume"], execution_input: dict[str, Any]) -> str:
+    machine = fleet.stack.pause_state_machine_arn if action == "pause" else fleet.stack.resume_state_machine_arn
+    name = _execution_name(str(execution_input["environment"]), action, dt.datetime.now(dt.UTC))
+    started = fleet.client("stepfunctions").start_execution(
+        stateMachineArn=machine, name=name, input=json.dumps(execution_input)
+    )
+    return str(started["executionArn"])
+
+
+NoWait = Annotated[bool, typer.Option("--no-wait", help="print the execution ARN and return at once")]
+Poll = Annotated[float, typer.Option(help="seconds between looks at the execution", min=0.1)]
+
+
+def _run(
+    action: Literal["pause", "resume"],
+    execution_input: dict[str, Any],
+    stack: str,
+    region: str | None,
+    profile: str | None,
+    no_wait: bool,
+    poll: float,
+) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - see the note above
+
+    fleet = _fleet(stack, region, profile)
+    try:
+        arn = start_workflow(fleet, action, execution_input)
+    except (ClientError, BotoCoreError) as error:
+        _fail(f"could not start the {action}: {error} (check your role may start the stack's state machines)")
+    if no_wait:
+        print(arn)
+        return
+    console.print(f"started {action} of [bold]{escape(execution_input['environment'])}[/bold]: {arn}", soft_wrap=True)
+    console.print("Ctrl-C stops following; the workflow goes on.")
+    try:
+        _follow_and_exit(fleet, arn, poll)
+    except (ClientError, BotoCoreError) as error:
+        _fail(f"lost sight of {arn}: {error}; the workflow goes on: mwaactl follow {arn}")
+
+
+def pause(
+    environment: Annotated[str, typer.Argument(help="MWAA environment name")],
+    stack: StackName = "mwaa-control",
+    region: Region = None,
+    profile: Profile = None,
+    no_wait: NoWait = False,
+    poll: Poll = 5.0,
+) -> None:
+    """Pause ENVIRONMENT now: back up and verify its metadata, snapshot it, delete it (the Pause
+    workflow), following it until it ends. The fleet scheduler resumes it at its schedule's next
+    running period unless an override keeps it paused.
+
+    Exit codes: 0 the workflow succeeded (or was started, with --no-wait), 1 it failed, timed out or
+    was aborted (its cause is printed), 2 wrong arguments, 130 stopped following with Ctrl-C (the
+    workflow goes on)."""
+    _run("pause", {"environment": environment, "trigger": {"source": "mwaactl"}}, stack, region, profile, no_wait, poll)
+
+
+def resume(
+    environment: Annotated[str, typer.Argument(help="MWAA environment name")],
+    backup: Annotated[
+        str | None,
+        typer.Option("--backup", help="backup id to restore (default: the one its pause verified; see `backups`)"),
+    ] = None,
+    stack: StackName = "mwaa-control",
+    region: Region = None,
+    profile: Profile = None,
+    no_wait: NoWait = False,
+    poll: Poll = 5.0,
+) -> None:
+    """Resume the paused ENVIRONMENT now: create it again from its snapshot and restore its
+    metadata (the Resume workflow), following it until it ends. The fleet scheduler pauses it at
+    its schedule's next paused period unless an override keeps it awake.
+
+    Exit codes: 0 the workflow succeeded (or was started, with --no-wait), 1 it failed, timed out or
+    was aborted (its cause is printed), 2 wrong arguments, 130 stopped following with Ctrl-C (the
+    workflow goes on)."""
+    execution_input: dict[str, Any] = {"environment": environment, "trigger": {"source": "mwaactl"}}
+    if backup:
+        execution_input["backup_id"] = backup
+    _run("resume", execution_input, stack, region, profile, no_wait, poll)
+
+
+def follow(
+    execution_arn: Annotated[str, typer.Argument(help="a pause or resume execution ARN")],
+    stack: StackName = "mwaa-control",
+    region: Region = None,
+    profile: Profile = None,
+    poll: Poll = 5.0,
+) -> None:
+    """Follow a running pause or resume (one started with --no-wait, or by the fleet scheduler).
+
+    Exit codes: 0 the workflow succeeded (or was started, with --no-wait), 1 it failed, timed out or
+    was aborted (its cause is printed), 2 wrong arguments, 130 stopped following with Ctrl-C (the
+    workflow goes on)."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - see the note above
+
+    fleet = _fleet(stack, region, profile)
+    try:
+        _follow_and_exit(fleet, execution_arn, poll)
+    except (ClientError, BotoCoreError) as error:
+        _fail(f"{error} (is {execution_arn} an execution of this stack's state machines?)")
+
+
+# --- override ----------------------------------------------------------------------------------------
+
+
+def _instant(text: str, option: str) -> dt.datetime:
+    """ISO 8601; without a UTC offset, UTC (an on-call engineer's clock is not the stack's)."""
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError as error:
+        raise typer.BadParameter(
+            f"{text!r} is not a time: use ISO 8601, e.g. 2026-12-01T18:00Z", param_hint=option
+        ) from error
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
+
+
+def override(
+    environment: Annotated[str, typer.Argument(help="MWAA environment name")],
+    keep_awake_until: Annotated[
+        str | None, typer.Option(help="keep it running until this time (ISO 8601, UTC unless an offset is given)")
+    ] = None,
+    stay_paused_until: Annotated[str | None, typer.Option(help="keep it paused until this time (ISO 8601)")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="end its active overrides now: its schedule applies")] = False,
+    reason: Annotated[str, typer.Option(help="why (kept with the override, at most 200 characters)")] = "",
+    stack: StackName = "mwaa-control",
+    region: Region = None,
+    profile: Profile = None,
+) -> None:
+    """Override ENVIRONMENT's schedule until a time, or clear its overrides. The fleet scheduler
+    acts on it at its next run (an override it has not seen yet does nothing). Give exactly one of
+    --keep-awake-until, --stay-paused-until, --clear.
+    Exit codes: 0 done, 1 refused (a time in the past, no permission), 2 wrong arguments."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - see the note above
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from mwaa_control.schedules.model import Override, OverrideKind  # noqa: PLC0415
+    from mwaa_control.schedules.overrides import OverrideStore  # noqa: PLC0415
+
+    chosen = [x for x in (keep_awake_until, stay_paused_until) if x is not None] + (["clear"] if clear else [])
+    if len(chosen) != 1:
+        raise typer.BadParameter("give exactly one of --keep-awake-until, --stay-paused-until, --clear")
+    now = dt.datetime.now(dt.UTC)
+    kind = OverrideKind.KEEP_AWAKE if keep_awake_until else OverrideKind.STAY_PAUSED
+    until = now if clear else _instant(keep_awake_until or stay_paused_until or "", f"--{kind.value}-until")
+    if not clear and until <= now:
+        _fail(f"{_when(until)} is in the past: give a time in the future (or --clear to end an override)")
+    fleet = _fleet(stack, region, profile)
+    store = OverrideStore(fleet.client("dynamodb"), fleet.stack.state_table)
+    try:
+        if clear:
+            store.clear(environment)
+            console.print(f"cleared the overrides of {escape(environment)}: its schedule applies again")
+            return
+        store.add(Override(environment=environment, kind=kind, created_at=now, until=until, reason=reason))
+    except (ValidationError, ValueError) as error:
+        _fail(f"{error} (check the environment name and --reason, at most 200 characters)")
+    except (ClientError, BotoCoreError, ControlPlaneError) as error:
+        _fail(f"{error} (your role must be under the stack's IAM path to write overrides)")
+    console.print(
+        f"{escape(environment)}: {kind.value} until {_when(until)}; the fleet scheduler applies it at its next run"
+    )
+
+
+# --- backups -----------------------------------------------------------------------------------------
+
+
+def backups(
+    environment: Annotated[str, typer.Argument(help="MWAA environment name")],
+    stack: StackName = "mwaa-control",
+    region: Region = None,
+    profile: Profile = None,
+    verify: Annotated[
+        bool, typer.Option(help="authenticate each backup with the stack's KMS key (one KMS call per backup)")
+    ] = True,
+) -> None:
+    """ENVIRONMENT's backups in the stack's bucket with their verification state (as `mwaactl
+    metadata list`), and the one its resume restores by default.
+    Exit codes: 0 listed, 1 the stack or the bucket could not be read."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - see the note above
+
+    from mwaa_control.pause.state import PauseStateTable  # noqa: PLC0415
+    from mwaactl.metadata import list_  # noqa: PLC0415
+
+    fleet = _fleet(stack, region, profile)
+    try:
+        list_(
+            from_=f"s3://{fleet.stack.bucket}",
+            environment=environment,
+            kms_key_id=fleet.stack.backup_key_arn if verify else None,
+            region=fleet.stack.region,
+        )
+        record = PauseStateTable(
+            fleet.client("dynamodb"), fleet.stack.state_table, execution_running=lambda _: True
+        ).record(environment)
+    except (ClientError, BotoCoreError) as error:
+        _fail(f"{error} (your role must read the stack's bucket, KMS key and state table)")
+    if record is not None and record.last_good_backup_id:
+        console.print(f"resume restores {record.last_good_backup_id} (the backup its last pause verified)")
+    else:
+        console.print(f"no pause of {escape(environment)} has verified a backup: resume would be refused")
+
+
+def register(app: typer.Typer) -> None:
+    """Adds the fleet commands to `mwaactl`."""
+    for command in (status, pause, resume, follow, override, backups):
+        app.command(command.__name__)(command)
