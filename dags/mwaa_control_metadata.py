@@ -1,5 +1,11 @@
-"""Metadata export and import DAGs for Airflow 2 on MWAA, deployed by the control plane to the
-environment's DAG folder (the `mwaa_control` package comes in plugins.zip, see the README).
+"""Metadata export and import DAGs for MWAA, deployed by the control plane to the environment's DAG
+folder (the `mwaa_control` package comes in plugins.zip, see the README).
+
+The engine needs the metadata database. On Airflow 2 it runs over Airflow's own engine
+(`airflow.settings.engine`; the manifest says path "database"). Airflow 3 removes the ORM from task
+code, so there it runs over a connection the task opens itself with the credentials MWAA 3 workers
+carry (`mwaa_control.metadata.worker_database`; path "worker-database"). An Airflow 3 worker
+without them fails the task at once, before anything is paused: run history could not be backed up.
 
 Both are triggered by the pause/resume workflow through the CLI token API with a conf like
 
@@ -25,8 +31,12 @@ from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any
 
-from airflow import DAG
-from airflow.operators.python import PythonOperator
+try:  # Airflow 3 (the Task SDK and the standard provider); Airflow 2 has the older locations only
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk import DAG
+except ImportError:
+    from airflow import DAG
+    from airflow.operators.python import PythonOperator
 
 EXPORT_DAG_ID = "mwaa_control_metadata_export"
 IMPORT_DAG_ID = "mwaa_control_metadata_import"
@@ -48,12 +58,40 @@ def _keys(kms_key_id: str) -> Any:
     return KmsKeyService(client("kms"), kms_key_id)
 
 
+NO_CREDENTIALS = (
+    "this Airflow 3 environment's workers carry no database credentials (DB_SECRETS/POSTGRES_*): "
+    "run history cannot be backed up; pausing it would lose it"
+)
+
+
+def _airflow_major() -> int:
+    import airflow
+
+    return int(str(airflow.__version__).split(".", maxsplit=1)[0])
+
+
 def _database() -> Any:
-    from airflow import settings
+    """The engine's database: Airflow's own engine on Airflow 2; on Airflow 3 (no ORM in task code)
+    a connection of this task's own, from the worker's database variables (_backup_path says which)."""
+    import os
 
     from mwaa_control.metadata.database import open_database
 
-    return open_database(settings.engine)
+    if _airflow_major() < 3:
+        from airflow import settings
+
+        return open_database(settings.engine)
+    from mwaa_control.metadata.worker_database import NoWorkerDatabase, worker_database
+
+    found = worker_database(os.environ)
+    if found is None:
+        raise NoWorkerDatabase(NO_CREDENTIALS)
+    return open_database(found.engine())
+
+
+def _backup_path() -> str:
+    """What the manifest records as the path the backup took (see _database)."""
+    return "database" if _airflow_major() < 3 else "worker-database"
 
 
 def export_metadata(**context: Any) -> dict[str, Any]:
@@ -65,6 +103,8 @@ def export_metadata(**context: Any) -> dict[str, Any]:
 
     conf = context["dag_run"].conf or {}
     environment, location, kms_key_id = _settings(conf)
+    # First: an Airflow 3 worker without database credentials fails here, before any DAG is paused.
+    database = _database()
     drain = conf.get("drain")
     if drain is True:
         drain = {}
@@ -78,19 +118,20 @@ def export_metadata(**context: Any) -> dict[str, Any]:
         drain=Drain(**drain) if isinstance(drain, dict) else None,  # unknown keys fail here, before any work
         # The pause workflow names the backup (its snapshot is stored under the same id).
         backup_id=str(conf["backup_id"]) if conf.get("backup_id") else None,
+        path=_backup_path(),
     )
     # A run of the pause workflow first proves its step still waits: a run that started late (queued
     # behind busy workers, or after the workflow gave up) must not pause every DAG for nobody.
     _workflow_still_waits(conf)
     with _heartbeats(conf):
-        manifest = BackupEngine(_database(), open_store(location, kms_key_id=kms_key_id)).backup(request)
+        manifest = BackupEngine(database, open_store(location, kms_key_id=kms_key_id)).backup(request)
     try:
         # The drain left DAGs paused for the delete that follows: if nobody waits any more (the step
         # timed out while the export ran), nothing will delete or resume this environment.
         _workflow_still_waits(conf)
     except Exception:
         if request.drain is not None and request.drain.leave_paused:
-            _put_pause_states_back(manifest.pause_states)
+            _put_pause_states_back(database, manifest.pause_states)
         raise
     return {
         "backup_id": manifest.backup_id,
@@ -98,6 +139,7 @@ def export_metadata(**context: Any) -> dict[str, Any]:
         "tables": len(manifest.tables),
         "rows": sum(t.rows for t in manifest.tables.values()),
         "in_flight": len(manifest.in_flight),
+        "path": manifest.path,
     }
 
 
@@ -153,16 +195,14 @@ def _workflow_still_waits(conf: dict[str, Any]) -> None:
         callback.heartbeat()
 
 
-def _put_pause_states_back(states: dict[str, bool]) -> None:
-    """Unpause the DAGs that were unpaused before the drain (Airflow 2's ORM, as the engine does)."""
-    from airflow.models import DagModel
-    from airflow.utils.session import create_session
-
-    unpaused = [dag_id for dag_id, paused in states.items() if paused is False]
-    with create_session() as session:
-        session.query(DagModel).filter(DagModel.dag_id.in_(unpaused)).update(
-            {DagModel.is_paused: False}, synchronize_session=False
-        )
+def _put_pause_states_back(database: Any, states: dict[str, bool]) -> None:
+    """Unpause the DAGs that were unpaused before the drain, over the engine's own connection (no
+    ORM: Airflow 3 forbids it in task code)."""
+    unpaused = sorted(dag_id for dag_id, paused in states.items() if paused is False)
+    for start in range(0, len(unpaused), 500):
+        chunk = unpaused[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        database.run(f"UPDATE dag SET is_paused = ? WHERE dag_id IN ({marks})", (False, *chunk))  # noqa: S608
 
 
 @contextmanager

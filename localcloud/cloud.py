@@ -19,6 +19,7 @@ from moto import mock_aws
 from moto.ec2.exceptions import InvalidSubnetIdError
 from moto.ec2.models import ec2_backends
 from moto.server import ThreadedMotoServer
+from moto.stepfunctions.responses import StepFunctionResponse
 
 from localcloud.clock import ManualClock
 from localcloud.eventbus import TemplateEventRouter
@@ -143,12 +144,18 @@ class LocalCloud:
         self.scheduler.attach()
         # In-process functions see this cloud's time, the time the emulated MWAA stamps.
         control_clock.install(self.clock.now)
+        # moto's SendTaskFailure handler passes `error` and drops `cause`: a DAG's reason would never
+        # reach the workflow (Step Functions keeps it). Patched for this cloud's lifetime.
+        self._saved_send_task_failure = StepFunctionResponse.send_task_failure
+        StepFunctionResponse.send_task_failure = _send_task_failure_with_cause  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
         if getattr(self, "scheduler", None) is not None:
             self.scheduler.close()  # the clock cannot drop a listener: make it a no-op
         control_clock.install(None)
+        if getattr(self, "_saved_send_task_failure", None) is not None:
+            StepFunctionResponse.send_task_failure = self._saved_send_task_failure  # type: ignore[method-assign]
         for event_name, handler in self._handlers:
             if (event_name, handler) in BUILTIN_HANDLERS:
                 BUILTIN_HANDLERS.remove((event_name, handler))
@@ -452,3 +459,14 @@ class MotoObjectStore:
                 return []
             raise
         return keys
+
+
+def _send_task_failure_with_cause(self: StepFunctionResponse) -> Any:
+    """SendTaskFailure as Step Functions does it: the error and its cause reach the waiting task."""
+    from moto.core.responses import EmptyResult  # noqa: PLC0415 - moto's own result type
+
+    # The interpreter's backend (the one the local cloud runs) takes the cause; the type names the base.
+    self.stepfunction_backend.send_task_failure(  # type: ignore[call-arg]
+        self._get_param("taskToken"), error=self._get_param("error"), cause=self._get_param("cause")
+    )
+    return EmptyResult()

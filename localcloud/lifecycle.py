@@ -165,7 +165,7 @@ def metadata_fingerprint(backend: Any) -> dict[str, Any]:
     from cryptography.fernet import Fernet  # noqa: PLC0415
 
     fernet = Fernet(backend.fernet_key.encode())
-    engine = sa.create_engine(f"sqlite:///{backend.home / 'airflow.db'}")
+    engine = sa.create_engine(backend.host_database_url())
 
     def plain(value: str | None, encrypted: bool) -> str | None:
         return fernet.decrypt(value.encode()).decode() if encrypted and value is not None else value

@@ -127,6 +127,15 @@ class AirflowBackend:
         self._lock = threading.RLock()
         self.scheduler = DagRunScheduler(self.venv / "bin" / "python", self.environment, home)
 
+    @property
+    def database_url(self) -> str:
+        """The metadata database's SQLAlchemy URL as Airflow uses it (psycopg2 for PostgreSQL)."""
+        return self.db_url or f"sqlite:///{self.home / 'airflow.db'}"
+
+    def host_database_url(self) -> str:
+        """The same database for this project's own process, which has psycopg 3, not psycopg2."""
+        return self.database_url.replace("postgresql+psycopg2://", "postgresql+psycopg://")
+
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VIRTUAL_ENV", "PYTHONPATH"))}
         env.update(
@@ -135,7 +144,7 @@ class AirflowBackend:
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__FERNET_KEY": self.fernet_key,
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url or f"sqlite:///{self.home / 'airflow.db'}",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url,
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
                 # REST API callers are authorised by MWAA (IAM); inside, they act as Admin.

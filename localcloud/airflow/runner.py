@@ -19,13 +19,22 @@ would vanish. Why not a real scheduler: on Airflow 3 it needs an API server and 
 per task. So the loop below is DAG.test()'s own minimal scheduling loop (update the run's state,
 schedule what is ready, run each ready task in this process with DAG.test()'s task runner, inline
 triggers), applied to the existing run: its run id, conf and task instances stay as triggered.
+
+On Airflow 3 a real worker runs task code in a process whose ORM the task supervisor removed
+(`block_orm_access`): `airflow.settings.engine` and the sessions are gone. DAG.test()'s in-process
+runner does not do that, so `serve` models it (`block_orm_in_task_code`): while task code runs (the
+Task SDK's `run` and `finalize`, which include the task's callbacks), the thread running it cannot
+reach Airflow's engine or sessions; the execution API the task talks to serves it from other threads,
+as the API server would. A DAG that would use the ORM on Airflow 3 therefore fails here too.
 """
 
 import json
 import logging
 import os
 import sys
+import threading
 import time
+import types
 
 # A run whose unfinished tasks cannot be scheduled (e.g. waiting on a reschedule) is left running
 # after this long without progress, instead of holding the runner forever.
@@ -158,6 +167,50 @@ def run_queued() -> dict:
     return {"runs": executed}
 
 
+_TASK_CODE = threading.local()
+BLOCKED_SETTINGS = frozenset(
+    {"engine", "async_engine", "Session", "AsyncSession", "NonScopedSession", "configure_orm", "SQL_ALCHEMY_CONN"}
+)
+ORM_BLOCKED = "Database access is disabled from DAGs and Triggers (Airflow 3 task code; emulated)"
+
+
+def _in_task_code(function):
+    def running_task_code(*args, **kwargs):
+        _TASK_CODE.active = True
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _TASK_CODE.active = False
+
+    return running_task_code
+
+
+def block_orm_in_task_code() -> None:
+    """Airflow 3's ORM block for task code, in this shared process: per thread and only while the
+    Task SDK runs a task (the scheduler loop around it keeps its own sessions)."""
+    from airflow import settings
+    from airflow.sdk.execution_time import task_runner
+
+    class _SettingsWithoutOrmForTasks(types.ModuleType):
+        def __getattribute__(self, name: str):
+            if name in BLOCKED_SETTINGS and getattr(_TASK_CODE, "active", False):
+                raise RuntimeError(ORM_BLOCKED)
+            return super().__getattribute__(name)
+
+    settings.__class__ = _SettingsWithoutOrmForTasks
+    finalize = task_runner.finalize
+
+    def finalize_as_a_worker_does(ti, state, context, log, error=None):
+        # A worker's task_runner.main() puts the task's error in the context before finalize (the
+        # failure callbacks read it); DAG.test()'s in-process supervisor does not.
+        context["exception"] = error
+        return finalize(ti, state, context, log, error)
+
+    # InProcessTestSupervisor imports both from the module on each task: the wrapped ones run.
+    task_runner.run = _in_task_code(task_runner.run)
+    task_runner.finalize = _in_task_code(finalize_as_a_worker_does)
+
+
 def _register_user_table() -> None:
     """Airflow 2's task_instance_note references ab_user, a table of the FAB auth manager's models:
     without them mapped (the CLI and web server import them), the first task-state flush fails."""
@@ -190,6 +243,8 @@ def parse() -> dict:
 
 def serve() -> None:
     _register_user_table()
+    if _version()[0] >= 3:
+        block_orm_in_task_code()
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     while line := sys.stdin.readline():

@@ -28,6 +28,12 @@ own real Airflow (localcloud.airflow.backend), started on first use, never befor
   get `task_environment()` (the local cloud's moto server endpoint, region and dummy credentials).
   `wait_for_runs()` blocks until none is executing.
 - DELETED: the runner is stopped and the home (database, DAGs, plugins, logs) removed.
+- Metadata database: SQLite in the home, unless `postgres` is set: then each environment of Airflow
+  3 gets its own PostgreSQL database on that server (as MWAA runs PostgreSQL), dropped when it is
+  DELETED, and its Airflow processes (the task runner among them) get the variables MWAA 3.0.6
+  workers reportedly carry: `DB_SECRETS` ({"username", "password"}), `POSTGRES_HOST`,
+  `POSTGRES_PORT`, `POSTGRES_DB`. Environments named in `without_worker_credentials` get none
+  (workers without credentials). Task code on Airflow 3 cannot use Airflow's ORM (runner.py).
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from urllib.parse import unquote
 
 from localcloud.airflow.backend import AirflowBackend, AirflowNotInstalled, local_release, unsatisfied_requirements
 from localcloud.clock import ManualClock
+from localcloud.postgres import PostgresServer
 
 # botocore's list, then the releases AWS's MWAA image repository already carries (mwaa-facts.md).
 CREATABLE_VERSIONS = ("2.7.2", "2.8.1", "2.9.2", "2.10.1", "2.10.3", "2.11.0", "3.0.6", "2.11.2", "3.2.1", "3.3.1")
@@ -376,6 +383,11 @@ class MwaaEmulator:
         self._object_store = object_store
         self._task_environment = task_environment or dict
         self._backends: dict[str, AirflowBackend] = {}
+        self.postgres: PostgresServer | None = None
+        """Replaceable after construction: where environments of Airflow 3 keep their metadata."""
+        self.without_worker_credentials: set[str] = set()
+        """Names of environments whose workers carry no database credentials (on `postgres` only)."""
+        self._databases: dict[str, str] = {}
         self._tokens: dict[str, tuple[tuple[str, str, str], datetime, str]] = {}
         clock.on_advance(self.tick)
 
@@ -600,11 +612,31 @@ class MwaaEmulator:
             env = self._get(account, region, name)
             if env.token not in self._backends:
                 release = local_release(str(env.config.get("AirflowVersion", DEFAULT_VERSION)))
-                backend = AirflowBackend(self._workdir / f"{name}-{env.token[:8]}", release=release)
-                backend.extra_env = self._task_environment()
+                db_url, worker = self._metadata_database(env, release)
+                backend = AirflowBackend(self._workdir / f"{name}-{env.token[:8]}", release=release, db_url=db_url)
+                backend.extra_env = {**self._task_environment(), **worker}
                 backend.before_use = lambda airflow: self._provision(env, airflow)
                 self._backends[env.token] = backend
             return self._backends[env.token]
+
+    def _metadata_database(self, env: EmulatedEnvironment, release: str) -> tuple[str | None, dict[str, str]]:
+        """A PostgreSQL database of this generation's own (Airflow 3 with `postgres` set), and the
+        variables its workers carry; (None, {}) for SQLite."""
+        if self.postgres is None or int(release.split(".", maxsplit=1)[0]) < 3:
+            return None, {}
+        database = f"mwaa_{re.sub(r'[^a-z0-9]+', '_', env.name.lower())[:40]}_{env.token[:8]}"
+        url = self.postgres.create_database(database)
+        self._databases[env.token] = database
+        if env.name in self.without_worker_credentials:
+            return url, {}
+        # The cluster trusts local connections: the password is random, and never needed or shown.
+        secret = json.dumps({"username": self.postgres.user, "password": secrets.token_urlsafe(24)})
+        return url, {
+            "DB_SECRETS": secret,
+            "POSTGRES_HOST": self.postgres.host,
+            "POSTGRES_PORT": str(self.postgres.port),
+            "POSTGRES_DB": database,
+        }
 
     def wait_for_runs(self, account: str, region: str, name: str, timeout: float = 300) -> list[dict[str, Any]]:
         """Blocks until the environment executes no DAG run; returns the runs executed so far
@@ -683,6 +715,9 @@ class MwaaEmulator:
         backend = self._backends.pop(env.token, None)
         if backend is not None:
             backend.close(remove=True)
+        database = self._databases.pop(env.token, None)
+        if database is not None and self.postgres is not None and self.postgres.running:
+            self.postgres.drop_database(database)
 
     @staticmethod
     def _schedules(method: str, path: str) -> bool:

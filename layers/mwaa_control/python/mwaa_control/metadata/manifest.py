@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 FORMAT = "mwaa-control-metadata/1"
 MANIFEST = "manifest.json"
@@ -45,6 +46,19 @@ def airflow_versions_of(revision: str | None) -> str | None:
             following = REVISION_HEADS[index + 1][0] if index + 1 < len(REVISION_HEADS) else None
             return f">={version},<{following}" if following else f">={version}"
     return None
+
+
+BackupPath = Literal["database", "worker-database", "rest"]
+"""How a backup was taken: "database", the engine over Airflow's own connection (Airflow 2 on MWAA,
+or a database URL); "worker-database", the engine over a connection an Airflow 3 task opened
+itself with its worker's credentials; "rest", Airflow 3's REST API (rest_path.py)."""
+REST_SOURCE_DIALECT = "airflow-rest-api"
+"""The source_dialect a REST-path backup records (rest_path.SOURCE)."""
+NOT_RESTORED_ON_REST = {
+    "dag_run": "archived for Athena only: the REST API cannot create finished runs with their states and dates",
+    "task_instance": "archived for Athena only: the REST API cannot create task instances with their tries",
+    "xcom, log, trigger, asset_event": "not exported: no API writes them",
+}
 
 
 def new_backup_id(now: datetime | None = None) -> str:
@@ -119,6 +133,33 @@ class Manifest(BaseModel):
     """What the source would not give (REST path): e.g. connection passwords the API redacts."""
     stripped_task_tokens: int = 0
     """Step Functions task tokens dropped from run confs: a backup never carries a live credential."""
+    path: BackupPath = "database"
+    """Which path took the backup. Absent from manifests written before it was recorded: inferred
+    ("rest" for the REST API's source dialect, else "database")."""
+    not_restored: dict[str, str] = Field(default_factory=dict)
+    """What a restore of this backup will not bring back, and why (table or field -> reason): the
+    tables the database paths exclude, or what the REST path archives only or cannot read."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_of_older_manifests(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if "path" not in data:
+            data = {**data, "path": "rest" if data.get("source_dialect") == REST_SOURCE_DIALECT else "database"}
+        if "not_restored" not in data:
+            data = {**data, "not_restored": not_restored_on(data)}
+        return data
+
+
+def not_restored_on(manifest: dict[str, Any]) -> dict[str, str]:
+    """What a restore of a backup taken on its path leaves out, from what its manifest records."""
+    if manifest.get("path") == "rest":
+        missing = dict(NOT_RESTORED_ON_REST)
+        for field, ids in (manifest.get("not_exported") or {}).items():
+            missing[str(field)] = f"redacted by the REST API for {len(ids)} entries (keep them in a secrets backend)"
+        return missing
+    return {str(table): str(why) for table, why in (manifest.get("excluded_tables") or {}).items()}
 
 
 class TableRestore(BaseModel):

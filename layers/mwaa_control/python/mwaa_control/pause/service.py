@@ -3,6 +3,9 @@ environment, one step per call: the state machines in statemachines/pause and st
 sequence these steps, retry them and route their failures to `abandon`.
 
 Guardrails, each enforced here and not only by the state machine's order:
+- on Airflow 3 the export DAG runs the engine over the database credentials the workers carry;
+  where they have none it fails before anything is paused, so no environment is deleted whose run
+  history could not be backed up (only the database paths back up history a resume restores);
 - nothing is deleted unless the environment opted in (tag; IAM checks the same on DeleteEnvironment),
   this execution holds the environment's operation lock, and this execution's backup and snapshot
   were verified (the state record names them);
@@ -216,11 +219,9 @@ class LifecycleService:
                 f"{name} runs Airflow {version}, which MWAA no longer creates: once deleted it could not be "
                 "resumed unchanged. Upgrade it first; nothing was changed"
             )
-        if not version.startswith("2."):
-            raise PauseRefused(
-                f"{name} runs Airflow {version}: pausing Airflow 3 environments is not supported yet (their run "
-                "history cannot be restored through the REST API); nothing was changed"
-            )
+        # Airflow 3 is not refused here: its export DAG decides. It backs up over the database
+        # credentials MWAA 3 workers carry, with the same guarantees as on Airflow 2, or, without them,
+        # fails before the drain pauses anything, and the failure path notifies why (nothing deleted).
         status = str(environment["Status"])
         if status != "AVAILABLE":
             raise PauseRefused(f"{name} is {status}; only an AVAILABLE environment is paused")
