@@ -20,7 +20,9 @@ memory (VmHWM):
   psql-null     the same as `COPY <table> TO STDOUT` with psql's output to /dev/null: the server's
                 and libpq's share of psql-out, without writing files
   copy-out      `COPY <table> TO STDOUT (FORMAT csv)` through psycopg's Python iterator, to files
-  ours-backup   BackupEngine into a LocalStore (Parquet, zstd, secrets sealed)
+  ours-backup   BackupEngine into a LocalStore (Parquet, zstd, secrets sealed): two connections
+                share the snapshot (pg_dump -j's way) and read two tables at once; empty tables
+                are found in one query and not copied
   naive-out     cursor iteration and `csv.writer.writerow` per row, one file per table
   psql-in       the C client: `\\copy <table> FROM file (FORMAT csv)` of psql-out's files into a fresh
                 migrated database, parents before children, one transaction (the restore's

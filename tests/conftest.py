@@ -9,9 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from localcloud import LocalCloud
 from localcloud.network import RESTRICTIVE_SQS_POLICY, SharedVpc, build_shared_vpc
+
+# No per-example deadline: a property test must fail on a wrong answer, never on a slow example of a
+# shared, loaded machine (speed is measured by `make bench`, as ratios). Examples stay bounded by
+# each test's max_examples.
+settings.register_profile("mwaa-control", deadline=None)
+settings.load_profile("mwaa-control")
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 

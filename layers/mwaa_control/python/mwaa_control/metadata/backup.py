@@ -9,17 +9,21 @@ plane itself (`mwaa_control_*`) are neither paused nor exported.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from queue import Queue
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,7 +33,15 @@ from cryptography.fernet import MultiFernet
 from mwaa_control.metadata import catalog, task_tokens
 from mwaa_control.metadata.authentication import BackupKey, check_name, write_manifest
 from mwaa_control.metadata.catalog import Role, SealedColumn
-from mwaa_control.metadata.database import CSV_BLOCK, MAX_CSV_BLOCK, Database, Reader, RowTooLarge, quote
+from mwaa_control.metadata.database import (
+    CSV_BLOCK,
+    MAX_CSV_BLOCK,
+    Database,
+    Reader,
+    RowTooLarge,
+    quote,
+    same_snapshot,
+)
 from mwaa_control.metadata.errors import DrainTimeout, MetadataError
 from mwaa_control.metadata.manifest import (
     PAUSE_STATES,
@@ -52,6 +64,7 @@ log = logging.getLogger(__name__)
 
 ROW_GROUP_BYTES = 4 << 20
 ROW_GROUP_ROWS = 1 << 20
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd"}
 UNFINISHED = ("running", "queued", "scheduled", "deferred", "up_for_retry", "up_for_reschedule", "restarting")
 BUSY = ("running", "queued")
 OWN_DAGS = catalog.CONTROL_PLANE_DAG_PREFIX.replace("_", "\\_") + "%"
@@ -85,6 +98,8 @@ class BackupRequest:
     airflow_version: str | None = None
     drain: Drain | None = None
     backup_id: str | None = None
+    path: str = "database"
+    """Recorded in the manifest: "database", or "worker-database" (an Airflow 3 task's own connection)."""
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     sleep: Callable[[float], None] = time.sleep
 
@@ -231,44 +246,39 @@ class BackupEngine:
         excluded: dict[str, str] = {}
         sealed_count = 0
         stripped = [0]
-        with self.database.snapshot() as reader, scratch_dir() as scratch:
+        with (
+            self.database.snapshot() as reader,
+            same_snapshot(reader) as twin,
+            scratch_dir() as scratch,
+            _Tails(self.store, prefix) as tails,
+        ):
             pause_states = _pause_states(reader)
             if original_pause is not None:
                 pause_states = {d: original_pause.get(d, p) for d, p in pause_states.items()}
             in_flight = _in_flight(reader)
-            for table in schema.ordered():
-                if table.role is Role.EXCLUDED:
-                    excluded[table.name] = table.why
-                    continue
-                sealing = sealer if table.sealed else None
-                where, params = _own_dag_filter(table, schema)
-                block = CSV_BLOCK
-                while True:
-                    batches = reader.batches(table, where, params, block_size=block)
-                    if table.name == "dag" and original_pause is not None:
-                        batches = _with_pause_states(batches, pause_states)
-                    counter, dropped = [0], [0]
-                    if table.name == "dag_run" and table.has("conf"):
-                        batches = task_tokens.stripped_batches(batches, table, dropped)
-                    if table.name == "log" and table.has("extra"):
-                        # CLI command lines and REST/UI trigger confs of older runs carried raw tokens.
-                        batches = task_tokens.stripped_audit_batches(batches, dropped)
-                    if sealing is not None:
-                        batches = _sealed(batches, table, sealing, fernet, counter)
-                    try:
-                        entry = write_table(self.store, table, batches, Path(scratch), prefix)
-                        break
-                    except RowTooLarge:
-                        # A value larger than the parser's block (a big serialised DAG or XCom):
-                        # read the table again, inside the same snapshot, with larger blocks.
-                        if block >= MAX_CSV_BLOCK:
-                            raise
-                        block = min(block * 16, MAX_CSV_BLOCK)  # Arrow's block size is an int32
-                    finally:
-                        _close(batches)
-                sealed_count += counter[0]
-                stripped[0] += dropped[0]
-                tables[table.name] = entry
+            exported = [t for t in schema.ordered() if t.role is not Role.EXCLUDED]
+            excluded.update((t.name, t.why) for t in schema.ordered() if t.role is Role.EXCLUDED)
+            filled = _filled(reader, exported)
+            for table in exported:
+                if table.name not in filled:
+                    # Most tables of a metadata database are empty: no COPY, only their empty file.
+                    tails.submit(_EmptyTail(table, Path(scratch)))
+
+            def read(lane: Reader, table: Table) -> tuple[int, int]:
+                tail, sealed, dropped = self._read(
+                    lane, schema, table, Path(scratch), sealer, fernet, pause_states, original_pause
+                )
+                # The next table's COPY starts now; this one's last row group, checksum and upload
+                # finish in the background (the server would otherwise idle through them).
+                tails.submit(tail)
+                return sealed, dropped
+
+            lanes = [reader] if twin is None else [reader, twin]
+            counts = _read_in_lanes([t for t in exported if t.name in filled], lanes, read)
+            sealed_count = sum(sealed for sealed, _ in counts.values())
+            stripped[0] = sum(dropped for _, dropped in counts.values())
+            finished = tails.finish()
+            tables.update((t.name, finished[t.name]) for t in exported)
         manifest = Manifest(
             backup_id=backup_id,
             environment=request.environment,
@@ -286,6 +296,7 @@ class BackupEngine:
             envelope=key.envelope if key is not None else None,
             sealed_values=sealed_count,
             stripped_task_tokens=stripped[0],
+            path=request.path,
         )
         write_manifest(self.store, prefix, manifest, key)
         log.info(
@@ -297,30 +308,224 @@ class BackupEngine:
         )
         return manifest
 
+    @staticmethod
+    def _read(
+        reader: Reader,
+        schema: Schema,
+        table: Table,
+        scratch: Path,
+        sealer: Sealer | None,
+        fernet: MultiFernet | None,
+        pause_states: dict[str, bool],
+        original_pause: dict[str, bool] | None,
+    ) -> tuple[_TableTail, int, int]:
+        """Every row of a table read into its encoder; with the count of values sealed and tokens dropped."""
+        sealing = sealer if table.sealed else None
+        where, params = _own_dag_filter(table, schema)
+        block = CSV_BLOCK
+        while True:
+            batches = reader.batches(table, where, params, block_size=block)
+            if table.name == "dag" and original_pause is not None:
+                batches = _with_pause_states(batches, pause_states)
+            counter, dropped = [0], [0]
+            if table.name == "dag_run" and table.has("conf"):
+                batches = _token_batches(
+                    batches, "conf", partial(task_tokens.stripped_batches, table=table, counter=dropped)
+                )
+            if table.name == "log" and table.has("extra"):
+                # CLI command lines and REST/UI trigger confs of older runs carried raw tokens.
+                batches = _token_batches(batches, "extra", partial(task_tokens.stripped_audit_batches, counter=dropped))
+            if sealing is not None:
+                batches = _sealed(batches, table, sealing, fernet, counter)
+            try:
+                return _read_table(table, batches, scratch), counter[0], dropped[0]
+            except RowTooLarge:
+                # A value larger than the parser's block (a big serialised DAG or XCom):
+                # read the table again, inside the same snapshot, with larger blocks.
+                if block >= MAX_CSV_BLOCK:
+                    raise
+                block = min(block * 16, MAX_CSV_BLOCK)  # Arrow's block size is an int32
+            finally:
+                _close(batches)
+
 
 def write_table(
     store: BackupStore, table: Table, batches: Iterator[pa.RecordBatch], scratch: Path, prefix: str
 ) -> TableEntry:
     """One Parquet file for the table, its checksum, and its manifest entry."""
-    relative = f"tables/{table.name}/part-00000.parquet"
+    return _read_table(table, batches, scratch).finish(store, prefix)
+
+
+class _TableTail:
+    """A table whose rows are all read: what is left is its encoder's last row group, the file's
+    checksum and its upload, which need neither the database nor the reading thread."""
+
+    def __init__(self, table: Table, local: Path, rows: int, encoder: _ParquetEncoder | None) -> None:
+        self.table = table
+        self.local = local
+        self.rows = rows
+        self._encoder = encoder
+
+    def finish(self, store: BackupStore, prefix: str) -> TableEntry:
+        self.discard()
+        relative = f"tables/{self.table.name}/part-00000.parquet"
+        digest = hashlib.sha256()
+        with self.local.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        size = self.local.stat().st_size
+        store.put_file(f"{prefix}/{relative}", self.local)
+        self.local.unlink()
+        table = self.table
+        return TableEntry(
+            role=table.role.value,
+            why=table.why,
+            classified=table.classified,
+            rows=self.rows,
+            columns=[ColumnEntry(name=c.name, kind=c.kind.value, nullable=c.nullable) for c in table.columns],
+            files=[FileEntry(path=relative, rows=self.rows, bytes=size, sha256=digest.hexdigest())],
+            sealed_columns=[s.column for s in table.sealed],
+        )
+
+    def discard(self) -> None:
+        """Wait for the encoder (its error, if any, is raised here)."""
+        encoder, self._encoder = self._encoder, None
+        if encoder is not None:
+            encoder.close()
+
+
+class _EmptyTail(_TableTail):
+    """A table the snapshot holds no row of: its file (the schema, no row group) is written with the rest."""
+
+    def __init__(self, table: Table, scratch: Path) -> None:
+        super().__init__(table, scratch / f"{table.name}.parquet", 0, None)
+
+    def finish(self, store: BackupStore, prefix: str) -> TableEntry:
+        pq.ParquetWriter(self.local, self.table.arrow_schema(), **PARQUET_OPTIONS).close()
+        return super().finish(store, prefix)
+
+
+def _read_table(table: Table, batches: Iterator[pa.RecordBatch], scratch: Path) -> _TableTail:
+    """Read every row of the table into its encoder; the encoder may still be writing the last group."""
     local = scratch / f"{table.name}.parquet"
-    rows = write_parquet(local, table.arrow_schema(), _row_groups(batches))
-    digest = hashlib.sha256()
-    with local.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    size = local.stat().st_size
-    store.put_file(f"{prefix}/{relative}", local)
-    local.unlink()
-    return TableEntry(
-        role=table.role.value,
-        why=table.why,
-        classified=table.classified,
-        rows=rows,
-        columns=[ColumnEntry(name=c.name, kind=c.kind.value, nullable=c.nullable) for c in table.columns],
-        files=[FileEntry(path=relative, rows=rows, bytes=size, sha256=digest.hexdigest())],
-        sealed_columns=[s.column for s in table.sealed],
-    )
+    encoder = _ParquetEncoder(local, table.arrow_schema())
+    try:
+        rows = encoder.feed(_row_groups(batches))
+    except BaseException:
+        with contextlib.suppress(Exception):  # the reading error is the one to report
+            encoder.close()
+        raise
+    return _TableTail(table, local, rows, encoder)
+
+
+class _Tails:
+    """Tables' tails finished one after the other in one background thread, in the order given,
+    while the reading threads go on to the next table. One tail holding row groups waits at most, so
+    memory stays at a few row groups; empty tables' tails hold nothing and never make a reader wait.
+    The first error is raised in a reading thread (at its next submit, or at finish); leaving the
+    block, by error or not, waits for every tail in flight: nothing is uploaded once a failed
+    backup has deleted what it wrote."""
+
+    def __init__(self, store: BackupStore, prefix: str) -> None:
+        self._store = store
+        self._prefix = prefix
+        self._queue: Queue[_TableTail | None] = Queue()
+        self._room = threading.Semaphore(2)  # the tail being finished and one waiting
+        self._failure: list[BaseException] = []
+        self._entries: dict[str, TableEntry] = {}
+        self._thread = threading.Thread(target=self._run, name="table-tails", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def _run(self) -> None:
+        while (tail := self._queue.get()) is not None:
+            try:
+                if self._failure:
+                    with contextlib.suppress(BaseException):
+                        tail.discard()
+                    continue
+                self._entries[tail.table.name] = tail.finish(self._store, self._prefix)
+            except BaseException as error:  # re-raised in the reading thread
+                self._failure.append(error)
+            finally:
+                if not isinstance(tail, _EmptyTail):
+                    self._room.release()
+
+    def submit(self, tail: _TableTail) -> None:
+        if self._failure:
+            tail.discard()
+            raise self._failure[0]
+        if not isinstance(tail, _EmptyTail):
+            self._room.acquire()
+        self._queue.put(tail)
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join()
+
+    def finish(self) -> dict[str, TableEntry]:
+        self._close()
+        if self._failure:
+            raise self._failure[0]
+        return self._entries
+
+    def __enter__(self) -> _Tails:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+
+
+def _read_in_lanes(
+    tables: list[Table], lanes: list[Reader], read: Callable[[Reader, Table], tuple[int, int]]
+) -> dict[str, tuple[int, int]]:
+    """Tables read by every lane at once (each its own connection into the one snapshot), each lane
+    taking the next table in the order given when done with its own; the calling thread is the first
+    lane. The first error stops every lane after its current table and is raised here."""
+    pending = deque(tables)
+    taken = threading.Lock()
+    failure: list[BaseException] = []
+    counts: dict[str, tuple[int, int]] = {}
+
+    def run(lane: Reader) -> None:
+        while not failure:
+            with taken:
+                if not pending:
+                    return
+                table = pending.popleft()
+            counts[table.name] = read(lane, table)
+
+    def helper(lane: Reader) -> None:
+        try:
+            run(lane)
+        except BaseException as error:  # re-raised in the calling thread
+            failure.append(error)
+
+    helpers = [threading.Thread(target=helper, args=(lane,), name="read-lane", daemon=True) for lane in lanes[1:]]
+    for thread in helpers:
+        thread.start()
+    try:
+        run(lanes[0])
+    except BaseException as error:
+        failure.insert(0, error)
+        raise
+    finally:
+        for thread in helpers:
+            thread.join()
+    if failure:
+        raise failure[0]
+    return counts
+
+
+def _filled(reader: Reader, tables: list[Table]) -> set[str]:
+    """The tables holding at least one row in the snapshot, found in one round trip."""
+    if not tables:
+        return set()
+    probes = ", ".join(f"(SELECT 1 FROM {quote(t.name)} LIMIT 1)" for t in tables)  # noqa: S608
+    (row,) = reader.query(f"SELECT {probes}")
+    return {t.name for t, found in zip(tables, row, strict=True) if found is not None}
 
 
 def _row_groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Table]:
@@ -341,39 +546,69 @@ def _row_groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Table]:
 
 
 def write_parquet(path: Path, schema: pa.Schema, groups: Iterator[pa.Table]) -> int:
-    """Write row groups to a zstd Parquet file; returns the row count. Encoding runs in a thread
-    (Arrow releases the GIL) while this one reads and parses the next group: one group waits
-    between them, so memory stays at a few groups whatever the table's size."""
-    queue: Queue[pa.Table | None] = Queue(maxsize=1)
-    failure: list[BaseException] = []
+    """Write row groups to a Parquet file; returns the row count."""
+    encoder = _ParquetEncoder(path, schema)
+    try:
+        rows = encoder.feed(groups)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the reading error is the one to report
+            encoder.close()
+        raise
+    encoder.close()
+    return rows
 
-    def encode() -> None:
+
+class _ParquetEncoder:
+    """Row groups written to a Parquet file in a thread (Arrow releases the GIL) while the caller's
+    thread reads and parses the next group: one group waits between them, so memory stays at a few
+    groups whatever the table's size."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self._queue: Queue[pa.Table | None] = Queue(maxsize=1)
+        self._failure: list[BaseException] = []
+        self._path = path
+        self._schema = schema
+        self._thread = threading.Thread(target=self._encode, name=f"parquet-{path.name}", daemon=True)
+        self._thread.start()
+        self._ended = False
+
+    def _encode(self) -> None:
         finished = False
         try:
-            with pq.ParquetWriter(path, schema, compression="zstd") as writer:
-                while (group := queue.get()) is not None:
+            with pq.ParquetWriter(self._path, self._schema, **PARQUET_OPTIONS) as writer:
+                while (group := self._queue.get()) is not None:
                     writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
                 finished = True
         except BaseException as error:  # re-raised in the reading thread
-            failure.append(error)
+            self._failure.append(error)
             while not finished:  # keep taking groups: the reading thread never blocks on a dead writer
-                finished = queue.get() is None
+                finished = self._queue.get() is None
 
-    writer = threading.Thread(target=encode, name=f"parquet-{path.name}", daemon=True)
-    writer.start()
-    rows = 0
-    try:
+    def feed(self, groups: Iterator[pa.Table]) -> int:
+        """Hand every group to the encoder; returns the row count without waiting for the last group."""
+        rows = 0
         for group in groups:
-            if failure:
+            if self._failure:
                 break
             rows += group.num_rows
-            queue.put(group)
-    finally:
-        queue.put(None)
-        writer.join()
-    if failure:
-        raise failure[0]
-    return rows
+            self._queue.put(group)
+        self._end()
+        if self._failure:
+            self._thread.join()
+            raise self._failure[0]
+        return rows
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._queue.put(None)
+
+    def close(self) -> None:
+        """Wait until the file is complete; raises the encoder's error."""
+        self._end()
+        self._thread.join()
+        if self._failure:
+            raise self._failure[0]
 
 
 def _has_secrets(reader: Reader, table: Table) -> bool:
@@ -388,6 +623,21 @@ def _has_secrets(reader: Reader, table: Table) -> bool:
         if reader.query(sql, params):
             return True
     return False
+
+
+def _token_batches(
+    batches: Iterator[pa.RecordBatch],
+    column: str,
+    strip: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]],
+) -> Iterator[pa.RecordBatch]:
+    """Batches whose `column` cannot hold a task token pass as they are, found by Arrow without a
+    Python string per value (most audit log rows and run confs); the others go through `strip`."""
+    for batch in batches:
+        found = pc.any(pc.match_substring(batch.column(column), task_tokens.TOKEN)).as_py()
+        if found:
+            yield from strip(iter([batch]))
+        else:
+            yield batch
 
 
 def _close(batches: Iterator[pa.RecordBatch]) -> None:
