@@ -30,11 +30,21 @@ def _sha256(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def verify_for_deletion(store: BackupStore, keys: KeyService, environment: str, backup_id: str) -> VerifiedBackup:
+def verify_for_deletion(
+    store: BackupStore, keys: KeyService, environment: str, backup_id: str, *, before_delete: bool = True
+) -> VerifiedBackup:
+    """Proves the backup complete and untouched. `before_delete` (a pause, not an export): it must
+    also hold run history, so a backup taken through the REST API (which archives history for
+    Athena but cannot restore it) never lets an environment be deleted."""
     opened = open_backup(store, environment, backup_id, keys)  # refuses anything unauthenticated
     manifest = opened.manifest
     if not manifest.tables:
         raise BackupCorrupt(f"backup {backup_id} of {environment} lists no tables")
+    if before_delete and manifest.path == "rest":
+        raise BackupCorrupt(
+            f"backup {backup_id} of {environment} was taken through the REST API: its run history and "
+            "connection passwords cannot be restored, so it cannot stand in for the environment; nothing is deleted"
+        )
     files = 0
     total = 0
     with scratch_dir() as scratch:

@@ -284,7 +284,9 @@ class LifecycleService:
 
     def verify_backup(self, step: VerifyBackup) -> VerifiedBackup:
         self._require_lock(step.environment, step.execution)
-        verified = verify_for_deletion(self._store, self._keys, step.environment, step.backup_id)
+        verified = verify_for_deletion(
+            self._store, self._keys, step.environment, step.backup_id, before_delete=step.snapshot
+        )
         checked = "not taken (an export)"
         if step.snapshot:
             snapshot, _ = snapshots.load_snapshot(self._store, self._keys, step.environment, step.backup_id)
