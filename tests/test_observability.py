@@ -49,6 +49,7 @@ def dashboard_metrics(template: dict[str, Any]) -> set[str]:
         text = body["Fn::Sub"] if isinstance(body, dict) else body
         for widget in json.loads(text)["widgets"]:
             for metric in widget["properties"].get("metrics", []):
+                assert "." not in metric[:2], "spell metrics out: the test does not resolve '.' shorthand"
                 if isinstance(metric[0], dict):  # a SEARCH expression: the MetricName it selects
                     names |= set(re.findall(r'MetricName=\\?"(\w+)\\?"', metric[0]["expression"]))
                 elif metric[0] == METRICS_NAMESPACE:
@@ -57,11 +58,34 @@ def dashboard_metrics(template: dict[str, Any]) -> set[str]:
 
 
 def alarm_metrics(template: dict[str, Any]) -> set[str]:
-    return {
-        alarm["Properties"]["MetricName"]
+    """Our namespace's metrics behind alarms, whether named directly or inside metric math."""
+    names: set[str] = set()
+    for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values():
+        props = alarm["Properties"]
+        if props.get("Namespace") == METRICS_NAMESPACE:
+            names.add(props["MetricName"])
+        for query in props.get("Metrics", []):
+            metric = query.get("MetricStat", {}).get("Metric", {})
+            if metric.get("Namespace") == METRICS_NAMESPACE:
+                names.add(metric["MetricName"])
+    return names
+
+
+def test_every_scheduled_function_has_an_errors_alarm() -> None:
+    """A periodic function that fails outright emits none of its own metrics: only Lambda's Errors
+    metric says so."""
+    template = load_template()
+    alarmed = {
+        alarm["Properties"]["Dimensions"][0]["Value"]["Ref"]
         for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values()
-        if alarm["Properties"].get("Namespace") == METRICS_NAMESPACE
+        if alarm["Properties"].get("Namespace") == "AWS/Lambda" and alarm["Properties"].get("MetricName") == "Errors"
     }
+    scheduled = {
+        logical_id
+        for logical_id, function in resources_of_type(template, "AWS::Serverless::Function").items()
+        if any(e["Type"] in ("Schedule", "ScheduleV2") for e in function["Properties"].get("Events", {}).values())
+    }
+    assert scheduled and scheduled <= alarmed, f"scheduled functions without an Errors alarm: {scheduled - alarmed}"
 
 
 def test_every_emitted_metric_is_shown_or_alarmed() -> None:

@@ -147,19 +147,30 @@ def test_only_opted_in_environments_are_managed() -> None:
             "prod": {SCHEDULE_TAG: "office-berlin"},  # tagged, not opted in
         },
     )
+    # A tag alone assigns nothing unless the document allows it: whoever may tag an environment
+    # could otherwise have it deleted on a schedule every day.
     assert [(m.environment, m.schedule.name, m.assigned_by) for m in plan.managed] == [
         ("analytics-dev", "office-berlin", "document"),
-        ("team-dev", "nights-sydney", "tag"),
     ]
+    assert [(p.environment, p.field) for p in plan.refused] == [("team-dev", f"tags.{SCHEDULE_TAG}")]
+    assert "allow_tag_assignment" in plan.refused[0].message
     assert plan.managed[0].calendar is not None
     assert plan.not_opted_in == ("ingest-dev", "prod")
     assert plan.unscheduled == ("manual-dev",)
-    assert plan.refused == ()
     assert plan_fleet(document, {}).absent == ("analytics-dev", "ingest-dev")
+
+    self_service = load_fleet_document(FLEET_YAML + "allow_tag_assignment: true\n", syntax="yaml")
+    plan = plan_fleet(self_service, {"team-dev": {**OPT_IN, SCHEDULE_TAG: "nights-sydney"}, "prod": {}})
+    assert [(m.environment, m.schedule.name, m.assigned_by) for m in plan.managed] == [
+        ("team-dev", "nights-sydney", "tag"),
+    ]
+    assert plan.refused == ()
+    with pytest.raises(ScheduleConfigError, match="allow_tag_assignment: 'yes' is not true or false"):
+        load_fleet_document(FLEET_YAML + "allow_tag_assignment: 'yes'\n", syntax="yaml")
 
 
 def test_bad_tags_refuse_only_that_environment_naming_the_tag() -> None:
-    document = load_fleet_document(FLEET_YAML, syntax="yaml")
+    document = load_fleet_document(FLEET_YAML + "allow_tag_assignment: true\n", syntax="yaml")
     plan = plan_fleet(
         document,
         {

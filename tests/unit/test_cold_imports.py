@@ -38,6 +38,11 @@ LAMBDA_ENVIRONMENT = {
     "LOCK_TABLE_NAME": "mwaa-control-state",
     "METADATA_BUCKET": "mwaa-control-backups",
     "METADATA_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000",
+    "FLEET_DOCUMENT_KEY": "fleet/schedules.json",
+    "PAUSE_STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:pause",
+    "RESUME_STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:resume",
+    "FLEET_WAKE_UP_SCHEDULE": "mwaa-control-fleet-wake-up",
+    "FLEET_WAKE_UP_ROLE_ARN": "arn:aws:iam::123456789012:role/mwaa-control/wake-up",
 }
 
 # Imports the handler, reports what is loaded, then does what a first invocation does before its
@@ -52,7 +57,7 @@ import app
 at_import = loaded()
 for name in {deferred!r}:
     __import__(name)
-for builder in ("settings", "state", "service"):
+for builder in ("settings", "state", "service", "scheduler"):
     if callable(getattr(app, builder, None)):
         getattr(app, builder)()
 tracer = app.tracer.get() if hasattr(app.tracer, "get") else app.tracer

@@ -28,6 +28,7 @@ FLEET = {
         },
     },
     "environments": {"etl-a": "always", "etl-b": "always", "etl-paused": "always"},
+    "allow_tag_assignment": True,  # etl-c picks its schedule by its own tag
 }
 AIRFLOW_CALLS = ("CreateCliToken", "CreateWebLoginToken", "InvokeRestApi")
 

@@ -8,10 +8,12 @@ Why both, and who owns what:
 - The opt-in is only the tag `mwaa-control:pause-resume=enabled`, the same tag the pause guard
   checks and IAM requires on airflow:DeleteEnvironment: the document can never make the control
   plane delete an environment its owners did not mark, however it is edited.
-- The assignment may come from either: the document's `environments` (central) or the tag
-  `mwaa-control:schedule=<name>` on the environment (self-service for the team that owns it). When
-  both are present they must agree; a disagreement is refused, not resolved by precedence, because
-  either side may be the stale one.
+- The assignment comes from the document's `environments` (central). The tag
+  `mwaa-control:schedule=<name>` on the environment may confirm it (both must agree; a disagreement
+  is refused, not resolved by precedence, because either side may be the stale one), and assigns a
+  schedule by itself only when the document sets `allow_tag_assignment: true` (self-service for the
+  teams that own environments). Off by default: otherwise anyone allowed to tag an environment could
+  have it paused, that is deleted and recreated, on a schedule every day.
 A paused environment does not exist in MWAA and has no tags to list: callers pass the tags kept in
 its snapshot.
 
@@ -33,7 +35,7 @@ from mwaa_control.pause.models import OPT_IN_TAG, OPT_IN_VALUE, EnvironmentName
 from mwaa_control.schedules.model import HolidayCalendar, Schedule, ScheduleName
 
 SCHEDULE_TAG = "mwaa-control:schedule"
-DOCUMENT_KEYS = frozenset({"version", "schedules", "calendars", "environments"})
+DOCUMENT_KEYS = frozenset({"version", "schedules", "calendars", "environments", "allow_tag_assignment"})
 _ENVIRONMENT_NAME: TypeAdapter[str] = TypeAdapter(EnvironmentName)
 _SCHEDULE_NAME: TypeAdapter[str] = TypeAdapter(ScheduleName)
 
@@ -68,6 +70,10 @@ class FleetDocument(_Frozen):
     calendars: dict[str, HolidayCalendar]
     environments: dict[str, str]
     """Environment name -> schedule name."""
+    allow_tag_assignment: bool = False
+    """Whether an environment's own `mwaa-control:schedule` tag may assign it a schedule that the
+    document does not list. Off by default: with it, anyone allowed to tag an environment could have
+    it paused (deleted) on a schedule every day; off, a tag can only confirm the document."""
 
     def calendar_of(self, schedule: Schedule) -> HolidayCalendar | None:
         return None if schedule.calendar is None else self.calendars[schedule.calendar]
@@ -212,9 +218,14 @@ def parse_fleet_document(raw: Mapping[str, Any]) -> FleetDocument:
     raw_schedules = _section(raw, "schedules", problems)
     schedules = _parse_schedules(raw_schedules, raw_calendars, calendars, problems)
     environments = _parse_environments(_section(raw, "environments", problems), raw_schedules, schedules, problems)
+    allow_tags = raw.get("allow_tag_assignment", False)
+    if not isinstance(allow_tags, bool):
+        problems.append(ConfigProblem(field="allow_tag_assignment", message=f"{allow_tags!r} is not true or false"))
     if problems:
         raise ScheduleConfigError(problems)
-    return FleetDocument(schedules=schedules, calendars=calendars, environments=environments)
+    return FleetDocument(
+        schedules=schedules, calendars=calendars, environments=environments, allow_tag_assignment=allow_tags is True
+    )
 
 
 def load_fleet_document(text: str, syntax: Literal["json", "yaml"] = "json") -> FleetDocument:
@@ -293,6 +304,15 @@ def managed_environment(
                     ConfigProblem(
                         field=f"tags.{SCHEDULE_TAG}",
                         message=f"no schedule named {tagged!r} in the fleet document",
+                        environment=environment,
+                    )
+                )
+            elif listed is None and opt_in == OPT_IN_VALUE and not document.allow_tag_assignment:
+                problems.append(
+                    ConfigProblem(
+                        field=f"tags.{SCHEDULE_TAG}",
+                        message=f"names {tagged!r} but the fleet document does not list this environment, and "
+                        "assignment by tag alone is off (allow_tag_assignment): list it under environments",
                         environment=environment,
                     )
                 )
