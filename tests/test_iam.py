@@ -401,3 +401,41 @@ def test_the_participant_forwarding_role_serves_only_its_own_rule() -> None:
     assert not is_allowed(trust, Request("sts:AssumeRole", principal="events.amazonaws.com"))
     [forward] = [r for r in d.template["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
     assert forward["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-forward-mwaa-status"}
+
+
+def test_the_operator_role_writes_overrides_starts_workflows_and_nothing_else() -> None:
+    """`mwaactl` on-call: overrides are `override#` items, which the state table's resource policy
+    lets only roles under the stack's path write; the operator role may write those and no record
+    a workflow or the endpoint automation relies on, and may start pauses and resumes but not
+    delete an environment itself."""
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-state"
+    operator = "OperatorRole"
+    table_policy = resource_policy(SHARED, "LockTable", ["ResourcePolicy", "PolicyDocument"])
+    role_arn = f"arn:aws:iam::{ACCOUNT}:role/mwaa-control/{STACK}/{operator}"
+    for key, allowed in (
+        ("override#etl", True),
+        ("environment#etl", False),
+        ("operation#etl", False),
+        ("wait#etl", False),
+        ("endpoint#vpce-1", False),
+        ("lock#etl", False),
+    ):
+        context = {"dynamodb:LeadingKeys": [key], "aws:PrincipalArn": role_arn}
+        assert may(operator, "dynamodb:PutItem", table, context) is allowed, key
+        # and the table's own policy admits the role for override# (it lives under the stack's path)
+        assert not is_allowed(
+            [{**s, "Effect": "Allow"} for s in table_policy], Request("dynamodb:PutItem", table, context)
+        ), key
+    outsider = {"dynamodb:LeadingKeys": ["override#etl"], "aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/ops"}
+    assert is_allowed([{**s, "Effect": "Allow"} for s in table_policy], Request("dynamodb:PutItem", table, outsider))
+    machines = (
+        Renderer(SHARED).render({"Ref": "PauseStateMachine"}),
+        Renderer(SHARED).render({"Ref": "ResumeStateMachine"}),
+    )
+    for machine in machines:
+        assert may(operator, "states:StartExecution", machine)
+    assert not may(operator, "states:StartExecution", Renderer(SHARED).render({"Ref": "RunDagStateMachine"}))
+    environment = f"arn:aws:airflow:{REGION}:{ACCOUNT}:environment/etl"
+    assert may(operator, "airflow:GetEnvironment", environment)
+    for action in ("airflow:DeleteEnvironment", "airflow:CreateEnvironment", "airflow:TagResource"):
+        assert not may(operator, action, environment)
