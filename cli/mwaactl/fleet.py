@@ -1,5 +1,5 @@
-"""mwaactl status | pause | resume | follow | override | backups: the on-call engineer's view of a
-deployed control plane's fleet, and the hand on its pause/resume workflows.
+"""mwaactl status | pause | resume | follow | override | backups | savings: the on-call engineer's
+view of a deployed control plane's fleet, and the hand on its pause/resume workflows.
 
 Every command finds the stack's resources by itself (`--stack`, CloudFormation outputs) and reads
 or writes what the stack's own functions do: the state table, the fleet document, the overrides,
@@ -16,7 +16,8 @@ import datetime as dt
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
@@ -27,7 +28,10 @@ from rich.markup import escape
 from mwaa_control.errors import ControlPlaneError
 
 if TYPE_CHECKING:
+    from mwaa_control.pause.models import EnvironmentRecord
+    from mwaa_control.schedules.fleet import ObservedEnvironment
     from mwaa_control.schedules.model import Override
+    from mwaa_control.schedules.pricing import EnvironmentSize
 
 # `mwaactl --help` and argument errors must answer at once: the engines (pyarrow, SQLAlchemy,
 # psycopg, boto3) load inside the commands that use them (tests/unit/test_cold_imports.py).
@@ -604,7 +608,295 @@ def backups(
         console.print(f"no pause of {escape(environment)} has verified a backup: resume would be refused")
 
 
+# --- savings -----------------------------------------------------------------------------------------
+
+MEASURED = (
+    "realised = measured: the hours since the state table recorded each environment's current pause "
+    "(its PAUSED record's updated_at). The table keeps no history of earlier pauses yet, so pauses that "
+    "ended before now are not counted: a lower bound."
+)
+PROJECTED = (
+    "projected = from the schedule: the paused hours its schedule, holidays and overrides plan for the "
+    "rest of the month, as if the fleet scheduler follows them."
+)
+PRICED = (
+    "priced at list prices (USD) for the minimum capacity: environment class, MinWorkers, Schedulers, "
+    "MinWebservers (a paused environment's from its snapshot); autoscaled workers are not counted."
+)
+
+
+class SavingsFigure(BaseModel):
+    """Paused hours over [start, end) and what they saved."""
+
+    start: dt.datetime
+    end: dt.datetime
+    hours_paused: Decimal
+    """Rounded to 0.01 h for reading; `usd` is computed from the exact hours."""
+    usd: Decimal
+    """To the cent."""
+
+
+class EnvironmentSavings(BaseModel):
+    """One row of `mwaactl savings` (and one object of its JSON output)."""
+
+    environment: str
+    status: str
+    """As `mwaactl status` shows it: MWAA's Status, "paused" or "absent"."""
+    schedule: str | None
+    environment_class: str | None
+    size_from: Literal["environment", "snapshot"] | None
+    hourly_price: Decimal | None
+    paused_since: dt.datetime | None
+    """When the state table recorded the current pause; None unless paused now."""
+    realised: SavingsFigure | None
+    """Measured, from month start to now (see MEASURED)."""
+    projected: SavingsFigure | None
+    """From the schedule, from now to month end (see PROJECTED); None without a schedule."""
+    problem: str | None = None
+
+
+class FleetSavings(BaseModel):
+    month: str
+    start: dt.datetime
+    end: dt.datetime
+    as_of: dt.datetime
+    environments: list[EnvironmentSavings]
+    realised_usd: Decimal
+    projected_usd: Decimal
+    notes: dict[str, str]
+    document_problems: list[str] = []
+
+
+def _month(text: str | None, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """[first instant, first instant of the next month) in UTC."""
+    if text is None:
+        year, month = now.year, now.month
+    else:
+        try:
+            year, month = (int(part) for part in text.split("-"))
+            dt.date(year, month, 1)
+        except ValueError as error:
+            raise typer.BadParameter(
+                f"{text!r} is not a month: use YYYY-MM, e.g. 2026-11", param_hint="--month"
+            ) from error
+    start = dt.datetime(year, month, 1, tzinfo=dt.UTC)
+    end = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC)
+    return start, end
+
+
+def _size_from_request(request: dict[str, Any]) -> EnvironmentSize:
+    """GetEnvironment and a snapshot's CreateEnvironment request name the sizing fields alike;
+    a field they leave out has MWAA's default (EnvironmentSize's)."""
+    from mwaa_control.schedules.pricing import EnvironmentSize  # noqa: PLC0415 - see the note above
+
+    fields = {
+        "environment_class": request.get("EnvironmentClass"),
+        "min_workers": request.get("MinWorkers"),
+        "schedulers": request.get("Schedulers"),
+        "min_webservers": request.get("MinWebservers"),
+    }
+    return EnvironmentSize(**{k: v for k, v in fields.items() if v is not None})
+
+
+def environment_size(
+    fleet: Fleet, environment: ObservedEnvironment, record: EnvironmentRecord | None
+) -> tuple[EnvironmentSize, Literal["environment", "snapshot"]]:
+    """What the environment costs per hour is set by its live configuration, or, while it is
+    paused, by the snapshot its resume recreates it from. Raises ValueError when neither exists."""
+    from mwaa_control.pause.snapshot import SNAPSHOT_FILE, snapshot_prefix  # noqa: PLC0415
+
+    if environment.status is not None:
+        live = fleet.client("mwaa").get_environment(Name=environment.name)["Environment"]
+        return _size_from_request(live), "environment"
+    if record is None or not record.last_good_backup_id:
+        raise ValueError("neither running nor paused with a snapshot: its size is unknown")
+    key = f"{snapshot_prefix(environment.name, record.last_good_backup_id)}/{SNAPSHOT_FILE}"
+    # Read without authenticating the snapshot (as the fleet scheduler reads its tags): only a
+    # price depends on it, and its sealed configuration options are not needed.
+    body = fleet.client("s3").get_object(Bucket=fleet.stack.bucket, Key=key)["Body"].read()
+    return _size_from_request(json.loads(body)["create_request"]), "snapshot"
+
+
+def _figure(
+    paused: Sequence[tuple[dt.datetime, dt.datetime | None]],
+    start: dt.datetime,
+    end: dt.datetime,
+    size: EnvironmentSize,
+    region: str,
+) -> SavingsFigure:
+    from mwaa_control.schedules.pricing import CENT, savings  # noqa: PLC0415 - see the note above
+
+    saved = savings(paused, start, end, size, region)
+    return SavingsFigure(start=start, end=end, hours_paused=saved.hours_paused.quantize(CENT), usd=saved.saved)
+
+
+def fleet_savings(fleet: Fleet, month: str | None, now: dt.datetime) -> FleetSavings:
+    from mwaa_control.pause.models import Phase  # noqa: PLC0415 - see the note above
+    from mwaa_control.pause.state import PauseStateTable  # noqa: PLC0415
+    from mwaa_control.schedules.config import ScheduleConfigError, managed_environment  # noqa: PLC0415
+    from mwaa_control.schedules.evaluate import paused_intervals, timeline  # noqa: PLC0415
+    from mwaa_control.schedules.fleet_adapters import EMPTY_DOCUMENT, FleetObserver, S3FleetDocument  # noqa: PLC0415
+    from mwaa_control.schedules.overrides import OverrideStore  # noqa: PLC0415
+    from mwaa_control.schedules.pricing import UnknownPrice, hourly_price  # noqa: PLC0415
+
+    start, end = _month(month, now)
+    # Measured up to now, projected after it; a past month has nothing left to project, a future
+    # one nothing measured yet.
+    cut = min(max(now, start), end)
+    stack = fleet.stack
+    loaded, _ = S3FleetDocument(fleet.client("s3"), stack.bucket, stack.fleet_document_key).load()
+    problems = [str(p) for p in loaded.problems] if isinstance(loaded, ScheduleConfigError) else []
+    document = EMPTY_DOCUMENT if isinstance(loaded, ScheduleConfigError) else loaded
+    observer = FleetObserver(
+        mwaa=fleet.client("mwaa"),
+        dynamodb=fleet.client("dynamodb"),
+        s3=fleet.client("s3"),
+        sfn=fleet.client("stepfunctions"),
+        table=stack.state_table,
+        bucket=stack.bucket,
+    )
+    overrides = OverrideStore(fleet.client("dynamodb"), stack.state_table, clock=lambda: now)
+    records = PauseStateTable(fleet.client("dynamodb"), stack.state_table, execution_running=lambda _: True)
+    rows: list[EnvironmentSavings] = []
+    for environment in observer.observe(document.environments).environments:
+        name = environment.name
+        paused_now = environment.status is None and environment.phase is Phase.PAUSED
+        try:
+            managed = managed_environment(document, name, environment.tags or {})
+        except ScheduleConfigError:
+            managed = None  # `mwaactl status` names the problem; nothing is scheduled for it
+        if managed is None and not paused_now:
+            continue  # neither scheduled nor paused by us: nothing saved
+        record = records.record(name)
+        schedule = None if managed is None else next(k for k, v in document.schedules.items() if v == managed.schedule)
+        row = EnvironmentSavings(
+            environment=name,
+            status="paused" if paused_now else (environment.status or "absent"),
+            schedule=schedule,
+            environment_class=None,
+            size_from=None,
+            hourly_price=None,
+            paused_since=record.updated_at if paused_now and record is not None else None,
+            realised=None,
+            projected=None,
+        )
+        try:
+            size, size_from = environment_size(fleet, environment, record)
+            price = hourly_price(size, stack.region)
+        except UnknownPrice as unknown:
+            row.problem = f"{unknown}: savings are not guessed"
+            rows.append(row)
+            continue
+        except Exception as error:  # one environment's failure never hides the others
+            row.problem = f"size unknown ({type(error).__name__}: {str(error)[:200]})"
+            rows.append(row)
+            continue
+        row.environment_class, row.size_from, row.hourly_price = size.environment_class, size_from, price
+        measured = [] if row.paused_since is None else [(row.paused_since, None)]
+        row.realised = _figure(measured, start, cut, size, stack.region)
+        if managed is not None:
+            planned = (
+                []
+                if cut >= end
+                else timeline(
+                    managed.schedule,
+                    managed.calendar,
+                    overrides.overrides(name),
+                    [dt.timedelta(seconds=s) for s in environment.creation_seconds],
+                    cut,
+                    end,
+                )
+            )
+            row.projected = _figure(paused_intervals(planned), cut, end, size, stack.region)
+        rows.append(row)
+    return FleetSavings(
+        month=start.strftime("%Y-%m"),
+        start=start,
+        end=end,
+        as_of=now,
+        environments=rows,
+        realised_usd=sum((r.realised.usd for r in rows if r.realised), Decimal("0.00")),
+        projected_usd=sum((r.projected.usd for r in rows if r.projected), Decimal("0.00")),
+        notes={"realised": MEASURED, "projected": PROJECTED, "prices": PRICED},
+        document_problems=problems,
+    )
+
+
+def _money(figure: SavingsFigure | None) -> str:
+    return "-" if figure is None else f"${figure.usd} ({figure.hours_paused} h)"
+
+
+def print_savings(report: FleetSavings) -> None:
+    from rich.table import Table  # noqa: PLC0415 - see the note above
+
+    title = f"savings in {report.month} (UTC), as of {_when(report.as_of)}"
+    table = Table(
+        "environment",
+        "status",
+        "schedule",
+        "USD/hour",
+        "paused since",
+        "realised (measured)",
+        "projected (schedule)",
+        title=title,
+    )
+    for row in report.environments:
+        table.add_row(
+            escape(row.environment),
+            row.status,
+            escape(row.schedule or "-"),
+            "-" if row.hourly_price is None else f"{row.hourly_price} ({row.environment_class})",
+            "-" if row.paused_since is None else _when(row.paused_since),
+            _money(row.realised),
+            _money(row.projected),
+        )
+    table.add_section()
+    table.add_row("total", "", "", "", "", f"${report.realised_usd}", f"${report.projected_usd}")
+    console.print(table)
+    for note in report.notes.values():
+        console.print(f"[dim]{escape(note)}[/dim]", soft_wrap=True)
+    for row in report.environments:
+        if row.problem:
+            errors.print(f"[yellow]{escape(row.environment)}:[/yellow] {escape(row.problem)}", soft_wrap=True)
+    for problem in report.document_problems:
+        errors.print(f"[red]fleet document refused:[/red] {escape(problem)}", soft_wrap=True)
+
+
+def savings(
+    month: Annotated[
+        str | None, typer.Option("--month", help="YYYY-MM, in UTC (default: this month)", show_default=False)
+    ] = None,
+    stack: StackName = "mwaa-control",
+    region: Region = None,
+    profile: Profile = None,
+    output: Annotated[Literal["table", "json"], typer.Option("--output", "-o", help="table or json")] = "table",
+) -> None:
+    """What pausing saves each scheduled or paused environment in a month, in USD to the cent.
+
+    Realised is MEASURED: the hours since the state table recorded the environment's current pause
+    (earlier pauses are not recorded yet, so it is a lower bound). Projected is FROM THE SCHEDULE:
+    the paused hours its schedule, holidays and overrides plan from now to the month's end. Both at
+    list prices for the minimum capacity (class, MinWorkers, Schedulers, MinWebservers).
+
+    Exit codes: 0 shown, 1 the stack or the fleet could not be read, 2 wrong arguments."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - see the note above
+
+    from mwaa_control import clock  # noqa: PLC0415
+
+    now = clock.now()
+    _month(month, now)  # a wrong --month is refused before the stack is looked for
+    fleet = _fleet(stack, region, profile)
+    try:
+        report = fleet_savings(fleet, month, now)
+    except (ClientError, BotoCoreError, ControlPlaneError) as error:
+        _fail(f"{error} (check that your role may read the stack's state table, bucket and MWAA)")
+    if output == "json":
+        print(report.model_dump_json(indent=2))
+    else:
+        print_savings(report)
+
+
 def register(app: typer.Typer) -> None:
     """Adds the fleet commands to `mwaactl`."""
-    for command in (status, pause, resume, follow, override, backups):
+    for command in (status, pause, resume, follow, override, backups, savings):
         app.command(command.__name__)(command)

@@ -1,9 +1,11 @@
 """mwaactl metadata: back up, restore, verify and list Airflow metadata against any metadata
-database URL (self-hosted Airflow, tests) and a local directory or s3://bucket/prefix."""
+database URL (self-hosted Airflow, tests) and a local directory or s3://bucket/prefix, with a KMS
+key or, outside AWS, a local key (a key file or MWAA_CONTROL_LOCAL_KEY; never an argument)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -12,7 +14,7 @@ from rich.console import Console
 from mwaa_control.metadata.errors import MetadataError
 
 if TYPE_CHECKING:
-    from mwaa_control.metadata.sealing import KmsKeyService
+    from mwaa_control.metadata.sealing import KeyService
     from mwaa_control.metadata.store import BackupStore
 
 # `mwaactl --help` and argument errors must answer at once: the engines (pyarrow, SQLAlchemy,
@@ -29,6 +31,15 @@ KmsKey = Annotated[
     typer.Option(
         "--kms-key-id",
         help="KMS key of the backups (id, ARN or alias): seals secrets and authenticates each backup",
+    ),
+]
+KeyFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        help="instead of KMS (Airflow outside AWS): a local key file (32 random bytes, or their base64 or hex; "
+        "mode 0600; `mwaactl metadata keygen` makes one). Or set MWAA_CONTROL_LOCAL_KEY to its base64. "
+        "There is no option for the key itself: shell history and ps would show it.",
     ),
 ]
 SourceEnvironment = Annotated[
@@ -57,6 +68,10 @@ FernetEnv = Annotated[
     ),
 ]
 Region = Annotated[str | None, typer.Option(help="AWS region (default: the SDK's)")]
+NO_KEY_TO_CHOOSE = (
+    "give --backup-id, or a key (--kms-key-id, --key-file or MWAA_CONTROL_LOCAL_KEY) to find the newest "
+    "authenticated backup"
+)
 
 
 def _fail(error: Exception) -> None:
@@ -64,11 +79,28 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(1)
 
 
-def _keys(kms_key_id: str | None, region: str | None) -> KmsKeyService | None:
-    from mwaa_control.adapters.clients import client  # noqa: PLC0415 - see the note above
+def _keys(kms_key_id: str | None, key_file: Path | None, region: str | None) -> KeyService | None:
+    """The one key of the backups: a KMS key, a local key file, or a local key in the environment."""
+    from mwaa_control.metadata.sealing import LOCAL_KEY_ENV, LocalKeyService  # noqa: PLC0415 - see the note above
+
+    local_key = os.environ.get(LOCAL_KEY_ENV) or None
+    given = [
+        name
+        for name, value in (("--kms-key-id", kms_key_id), ("--key-file", key_file), (LOCAL_KEY_ENV, local_key))
+        if value
+    ]
+    if len(given) > 1:
+        raise MetadataError(f"{' and '.join(given)} each give the backups' key: give exactly one")
+    if key_file is not None:
+        return LocalKeyService.from_file(key_file)
+    if local_key is not None:
+        return LocalKeyService.from_text(local_key)
+    if not kms_key_id:
+        return None
+    from mwaa_control.adapters.clients import client  # noqa: PLC0415
     from mwaa_control.metadata.sealing import KmsKeyService  # noqa: PLC0415
 
-    return KmsKeyService(client("kms", region=region), kms_key_id) if kms_key_id else None
+    return KmsKeyService(client("kms", region=region), kms_key_id)
 
 
 def _store(location: str, kms_key_id: str | None, region: str | None) -> BackupStore:
@@ -85,6 +117,7 @@ def backup(
     to: Annotated[str, typer.Option("--to", help="directory or s3://bucket/prefix")],
     environment: Environment,
     kms_key_id: KmsKey = None,
+    key_file: KeyFile = None,
     fernet_key_env: FernetEnv = "AIRFLOW__CORE__FERNET_KEY",
     airflow_version: Annotated[str | None, typer.Option(help="recorded in the manifest")] = None,
     drain: Annotated[bool, typer.Option(help="pause DAGs and wait for running tasks first")] = False,
@@ -93,20 +126,25 @@ def backup(
     leave_paused: Annotated[bool, typer.Option(help="keep DAGs paused afterwards (before a pause)")] = False,
     region: Region = None,
 ) -> None:
-    """Back up the metadata database to a new backups/{environment}/{backup_id}/. Give --kms-key-id:
-    without it the backup cannot be authenticated, and restores refuse it by default."""
+    """Back up the metadata database to a new backups/{environment}/{backup_id}/. Give --kms-key-id
+    or a local key (--key-file, MWAA_CONTROL_LOCAL_KEY): without a key the backup cannot be
+    authenticated, and restores refuse it by default."""
     from mwaa_control.metadata.backup import BackupEngine, BackupRequest, Drain  # noqa: PLC0415 - see the note above
     from mwaa_control.metadata.database import open_database  # noqa: PLC0415
 
     if on_timeout not in ("abort", "proceed"):
         _fail(ValueError("--on-timeout is abort or proceed"))
-    if not kms_key_id:
-        errors.print("[yellow]warning:[/yellow] no --kms-key-id: this backup cannot be authenticated")
     try:
+        keys = _keys(kms_key_id, key_file, region)
+        if keys is None:
+            errors.print(
+                "[yellow]warning:[/yellow] no key (--kms-key-id, --key-file or MWAA_CONTROL_LOCAL_KEY): "
+                "this backup cannot be authenticated"
+            )
         engine = BackupEngine(open_database(db_url), _store(to, kms_key_id, region))
         request = BackupRequest(
             environment=environment,
-            keys=_keys(kms_key_id, region),
+            keys=keys,
             source_fernet_key=os.environ.get(fernet_key_env),
             airflow_version=airflow_version,
             drain=Drain(timeout=drain_timeout, on_timeout=on_timeout, leave_paused=leave_paused) if drain else None,
@@ -128,6 +166,7 @@ def restore(
     environment: Environment,
     backup_id: Annotated[str | None, typer.Option(help="default: the newest AUTHENTICATED backup")] = None,
     kms_key_id: KmsKey = None,
+    key_file: KeyFile = None,
     fernet_key_env: FernetEnv = "AIRFLOW__CORE__FERNET_KEY",
     source_environment: SourceEnvironment = None,
     allow_unauthenticated: AllowUnauthenticated = False,
@@ -159,7 +198,7 @@ def restore(
     region: Region = None,
 ) -> None:
     """Restore a backup into a migrated Airflow database of the same version: all or nothing, and
-    only once the backup is authenticated (give --kms-key-id)."""
+    only once the backup is authenticated (give --kms-key-id, --key-file or MWAA_CONTROL_LOCAL_KEY)."""
     from mwaa_control.metadata.database import open_database  # noqa: PLC0415 - see the note above
     from mwaa_control.metadata.restore import RestoreEngine, RestoreRequest  # noqa: PLC0415
     from mwaa_control.metadata.verify import latest_backup  # noqa: PLC0415
@@ -167,9 +206,9 @@ def restore(
     source = source_environment or environment
     try:
         store = _store(from_, kms_key_id, region)
-        keys = _keys(kms_key_id, region)
+        keys = _keys(kms_key_id, key_file, region)
         if backup_id is None and keys is None:
-            raise MetadataError("give --backup-id, or --kms-key-id to find the newest authenticated backup")
+            raise MetadataError(NO_KEY_TO_CHOOSE)
         chosen = backup_id or latest_backup(store, source, keys)  # type: ignore[arg-type]
         report = RestoreEngine(open_database(db_url), store).restore(
             RestoreRequest(
@@ -209,10 +248,11 @@ def verify(
     backup_id: Annotated[str | None, typer.Option(help="default: the newest authenticated backup")] = None,
     db_url: Annotated[str | None, typer.Option("--db-url", help="also check this restored database")] = None,
     kms_key_id: KmsKey = None,
+    key_file: KeyFile = None,
     fernet_key_env: FernetEnv = "AIRFLOW__CORE__FERNET_KEY",
     region: Region = None,
 ) -> None:
-    """Check a backup's authenticity (with --kms-key-id), its files against its manifest and its
+    """Check a backup's authenticity (with a KMS or local key), its files against its manifest and its
     pickled values, and optionally a restored database against it."""
     from rich.table import Table  # noqa: PLC0415 - see the note above
 
@@ -221,9 +261,9 @@ def verify(
 
     try:
         store = _store(from_, None, region)
-        keys = _keys(kms_key_id, region)
+        keys = _keys(kms_key_id, key_file, region)
         if backup_id is None and keys is None:
-            raise MetadataError("give --backup-id, or --kms-key-id to find the newest authenticated backup")
+            raise MetadataError(NO_KEY_TO_CHOOSE)
         chosen = backup_id or latest_backup(store, environment, keys)  # type: ignore[arg-type]
         report = verify_backup(store, environment, chosen, keys)
         if db_url and report.ok:
@@ -256,18 +296,19 @@ def list_(
     from_: Annotated[str, typer.Option("--from", help="directory or s3://bucket/prefix")],
     environment: Annotated[str | None, typer.Option("--environment", "-e")] = None,
     kms_key_id: KmsKey = None,
+    key_file: KeyFile = None,
     region: Region = None,
 ) -> None:
     """List complete backups (those with a manifest), oldest first, and whether each verifies:
     "verified" (authenticated), "damaged" (truncated or unparsable manifest, no manifest.mac, MAC
-    mismatch, KMS refusing or failing: never restored) or "not checked" (no --kms-key-id; one KMS
+    mismatch, the key refusing or failing: never restored) or "not checked" (no key; one KMS
     call per backup)."""
     from rich.table import Table  # noqa: PLC0415 - see the note above
 
     from mwaa_control.metadata.verify import list_backups  # noqa: PLC0415
 
     try:
-        backups = list_backups(_store(from_, None, region), environment, _keys(kms_key_id, region))
+        backups = list_backups(_store(from_, None, region), environment, _keys(kms_key_id, key_file, region))
     except MetadataError as error:
         _fail(error)
     table = Table("environment", "backup id", "created", "airflow", "tables", "rows", "bytes", "in flight", "status")
@@ -291,3 +332,19 @@ def list_(
     for item in backups:
         if item.authenticated is not True:
             console.print(f"{item.environment}/{item.backup_id}: {item.status}: {item.authentication}", soft_wrap=True)
+
+
+@metadata.command("keygen")
+def keygen(
+    path: Annotated[Path, typer.Argument(help="the new key file (mode 0600); an existing file is never overwritten")],
+) -> None:
+    """Make a local key (256 bits, random) for backups outside AWS: use it with --key-file PATH, or
+    export MWAA_CONTROL_LOCAL_KEY="$(cat PATH)". Keep a copy somewhere safe: backups sealed with it
+    cannot be restored without it."""
+    from mwaa_control.metadata.sealing import generate_key_file  # noqa: PLC0415 - see the note above
+
+    try:
+        keys = generate_key_file(path)
+    except MetadataError as error:
+        _fail(error)
+    console.print(f"local key [bold]{keys.key_id}[/bold] written to {path} (mode 0600)", soft_wrap=True)
