@@ -174,3 +174,18 @@ def test_paused_environments_whose_tags_cannot_be_read_are_not_resumed() -> None
     assert decision.start == ()
     [deferred] = decision.deferred
     assert deferred.reason is DeferReason.TAGS_UNKNOWN
+
+
+def test_a_weeks_long_override_keeps_one_execution_name_so_a_hand_resume_is_not_undone_daily() -> None:
+    # Given a stay-paused override made three weeks ago and running for another week
+    made = WORKDAY - dt.timedelta(days=21)
+    hold = override(OverrideKind.STAY_PAUSED, made, WORKDAY + dt.timedelta(days=7))
+    hold = hold.model_copy(update={"environment": "a"})
+    # When an operator resumed the environment by hand and the scheduler runs on two days
+    names = {
+        s.name
+        for day in (0, 1, 2)
+        for s in reconcile(document("a"), [live("a")], {"a": (hold,)}, WORKDAY + dt.timedelta(days=day)).start
+    }
+    # Then it proposes the one pause its override began (already run: Step Functions refuses it again)
+    assert names == {execution_name("a", FleetAction.PAUSE, made)}

@@ -175,13 +175,18 @@ def _durations(seconds: Sequence[float]) -> tuple[dt.timedelta, ...]:
 def _due(
     entry: ManagedEnvironment, overrides: Sequence[Override], durations: Sequence[dt.timedelta], now: dt.datetime
 ) -> dt.datetime:
-    """When the desired state at `now` began (within LOOKBACK; else the start of now's UTC day, so
-    a state that has not changed for a week still gets one stable name per day)."""
+    """When the desired state at `now` began. Beyond LOOKBACK: when the override in force was made,
+    if one is (a stay-paused override of weeks keeps one name, so an environment resumed by hand
+    is not paused again every day); else the start of now's UTC day (a state that has not changed
+    for a week, e.g. a long holiday run, gets one stable name per day)."""
     intervals = timeline(
         entry.schedule, entry.calendar, overrides, durations, now - LOOKBACK, now + dt.timedelta(seconds=1)
     )
     start = intervals[-1][0]
     if start <= now - LOOKBACK:
+        active = [o for o in overrides if o.active_at(now)]
+        if active:
+            return max(o.created_at for o in active).astimezone(UTC)
         return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return start
 
