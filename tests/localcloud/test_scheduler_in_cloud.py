@@ -5,11 +5,24 @@ in-process, must still fire, and an advance with nothing changed must not miss a
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
+from typing import Any
 
 from localcloud import LocalCloud
 
 ROLE = "arn:aws:iam::123456789012:role/scheduler"
+# A run-DAG input for an environment that does not exist: each execution fails fast and notifies.
+RUN_DAG_INPUT = {"environment": "no-such-environment", "dag_id": "d", "conf": {}}
+
+
+def _settle(sfn: Any, machine: str, timeout: float = 60.0) -> None:
+    """The started executions fail (no such environment): let them end inside the test,
+    so their interpreter threads do not log into the next test's output."""
+    deadline = time.monotonic() + timeout
+    while any(e["status"] == "RUNNING" for e in sfn.list_executions(stateMachineArn=machine)["executions"]):
+        assert time.monotonic() < deadline, "the test's executions did not end"
+        time.sleep(0.2)
 
 
 def test_schedules_written_through_any_client_fire_on_the_clock() -> None:
@@ -24,13 +37,13 @@ def test_schedules_written_through_any_client_fire_on_the_clock() -> None:
             ScheduleExpression=f"at({at})",
             FlexibleTimeWindow={"Mode": "OFF"},
             ActionAfterCompletion="DELETE",
-            Target={"Arn": machine, "RoleArn": ROLE, "Input": json.dumps({"marker": "one-shot"})},
+            Target={"Arn": machine, "RoleArn": ROLE, "Input": json.dumps({**RUN_DAG_INPUT, "marker": "one-shot"})},
         )
         cloud.client("scheduler").create_schedule(
             Name="hourly",
             ScheduleExpression="rate(1 hour)",
             FlexibleTimeWindow={"Mode": "OFF"},
-            Target={"Arn": machine, "RoleArn": ROLE, "Input": json.dumps({"marker": "hourly"})},
+            Target={"Arn": machine, "RoleArn": ROLE, "Input": json.dumps({**RUN_DAG_INPUT, "marker": "hourly"})},
         )
         cloud.run_for(timedelta(minutes=29))
         assert not sfn.list_executions(stateMachineArn=machine)["executions"][1:]  # only rate's first fire
@@ -41,6 +54,7 @@ def test_schedules_written_through_any_client_fire_on_the_clock() -> None:
             for e in sfn.list_executions(stateMachineArn=machine)["executions"]
         ]
         assert sorted(inputs) == ["hourly", "hourly", "hourly", "hourly", "one-shot"]
+        _settle(sfn, machine)
         # The one-time schedule deleted itself after firing, as ActionAfterCompletion says.
         names = [s["Name"] for s in cloud.client("scheduler").list_schedules()["Schedules"]]
         assert names == ["hourly"]
