@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 import typer
 from pydantic import BaseModel, ConfigDict
@@ -172,21 +172,24 @@ def _active(overrides: tuple[Override, ...], now: dt.datetime) -> Override | Non
     return max(active, key=lambda o: o.created_at) if active else None
 
 
-def fleet_status(fleet: Fleet, now: dt.datetime) -> FleetStatus:
+class _Readers(NamedTuple):
+    """What `status` and `savings` read, built the way the fleet scheduler builds them."""
+
+    document: Any
+    problems: list[str]
+    observer: Any
+    overrides: Any
+    records: Any
+
+
+def _readers(fleet: Fleet, now: dt.datetime) -> _Readers:
     from mwaa_control.pause.state import PauseStateTable  # noqa: PLC0415 - see the note above
-    from mwaa_control.schedules.config import ScheduleConfigError, managed_environment  # noqa: PLC0415
-    from mwaa_control.schedules.evaluate import next_transition  # noqa: PLC0415
+    from mwaa_control.schedules.config import ScheduleConfigError  # noqa: PLC0415
     from mwaa_control.schedules.fleet_adapters import EMPTY_DOCUMENT, FleetObserver, S3FleetDocument  # noqa: PLC0415
     from mwaa_control.schedules.overrides import OverrideStore  # noqa: PLC0415
 
     stack = fleet.stack
     loaded, _ = S3FleetDocument(fleet.client("s3"), stack.bucket, stack.fleet_document_key).load()
-    problems: list[str] = []
-    if isinstance(loaded, ScheduleConfigError):
-        problems = [str(p) for p in loaded.problems]
-        document = EMPTY_DOCUMENT
-    else:
-        document = loaded
     observer = FleetObserver(
         mwaa=fleet.client("mwaa"),
         dynamodb=fleet.client("dynamodb"),
@@ -195,9 +198,22 @@ def fleet_status(fleet: Fleet, now: dt.datetime) -> FleetStatus:
         table=stack.state_table,
         bucket=stack.bucket,
     )
+    refused = loaded if isinstance(loaded, ScheduleConfigError) else None
+    return _Readers(
+        document=EMPTY_DOCUMENT if refused is not None else loaded,
+        problems=[str(p) for p in refused.problems] if refused is not None else [],
+        observer=observer,
+        overrides=OverrideStore(fleet.client("dynamodb"), stack.state_table, clock=lambda: now),
+        records=PauseStateTable(fleet.client("dynamodb"), stack.state_table, execution_running=lambda _: True),
+    )
+
+
+def fleet_status(fleet: Fleet, now: dt.datetime) -> FleetStatus:
+    from mwaa_control.schedules.config import ScheduleConfigError, managed_environment  # noqa: PLC0415
+    from mwaa_control.schedules.evaluate import next_transition  # noqa: PLC0415
+
+    document, problems, observer, overrides, records = _readers(fleet, now)
     seen = observer.observe(document.environments)
-    overrides = OverrideStore(fleet.client("dynamodb"), stack.state_table, clock=lambda: now)
-    records = PauseStateTable(fleet.client("dynamodb"), stack.state_table, execution_running=lambda _: True)
     rows: list[EnvironmentStatus] = []
     for environment in seen.environments:
         name = environment.name
@@ -732,11 +748,8 @@ def _figure(
 
 def fleet_savings(fleet: Fleet, month: str | None, now: dt.datetime) -> FleetSavings:
     from mwaa_control.pause.models import Phase  # noqa: PLC0415 - see the note above
-    from mwaa_control.pause.state import PauseStateTable  # noqa: PLC0415
     from mwaa_control.schedules.config import ScheduleConfigError, managed_environment  # noqa: PLC0415
     from mwaa_control.schedules.evaluate import paused_intervals, timeline  # noqa: PLC0415
-    from mwaa_control.schedules.fleet_adapters import EMPTY_DOCUMENT, FleetObserver, S3FleetDocument  # noqa: PLC0415
-    from mwaa_control.schedules.overrides import OverrideStore  # noqa: PLC0415
     from mwaa_control.schedules.pricing import UnknownPrice, hourly_price  # noqa: PLC0415
 
     start, end = _month(month, now)
@@ -744,19 +757,7 @@ def fleet_savings(fleet: Fleet, month: str | None, now: dt.datetime) -> FleetSav
     # one nothing measured yet.
     cut = min(max(now, start), end)
     stack = fleet.stack
-    loaded, _ = S3FleetDocument(fleet.client("s3"), stack.bucket, stack.fleet_document_key).load()
-    problems = [str(p) for p in loaded.problems] if isinstance(loaded, ScheduleConfigError) else []
-    document = EMPTY_DOCUMENT if isinstance(loaded, ScheduleConfigError) else loaded
-    observer = FleetObserver(
-        mwaa=fleet.client("mwaa"),
-        dynamodb=fleet.client("dynamodb"),
-        s3=fleet.client("s3"),
-        sfn=fleet.client("stepfunctions"),
-        table=stack.state_table,
-        bucket=stack.bucket,
-    )
-    overrides = OverrideStore(fleet.client("dynamodb"), stack.state_table, clock=lambda: now)
-    records = PauseStateTable(fleet.client("dynamodb"), stack.state_table, execution_running=lambda _: True)
+    document, problems, observer, overrides, records = _readers(fleet, now)
     rows: list[EnvironmentSavings] = []
     for environment in observer.observe(document.environments).environments:
         name = environment.name
