@@ -22,7 +22,8 @@ def main(log_path: str, arguments: list[str]) -> int:
     import mwaactl.fleet
     from localcloud import LocalCloud
     from mwaactl.main import app
-    from tests.cli.test_fleet_cli import _settle, fleet_of
+    from tests.cli.test_fleet_cli import fleet_of
+    from tests.fleet_support import settle_workflows
 
     mwaactl.fleet.console.file = os.fdopen(os.dup(1), "w", buffering=1)
     mwaactl.fleet.errors.file = os.fdopen(os.dup(2), "w", buffering=1)
@@ -41,7 +42,7 @@ def main(log_path: str, arguments: list[str]) -> int:
             app(arguments, prog_name="mwaactl")
         except SystemExit as exited:
             code = exited.code
-        _settle(cloud)
+        settle_workflows(cloud)
     return code if isinstance(code, int) else 1
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,9 +14,9 @@ from typer.testing import CliRunner
 
 from localcloud import LocalCloud
 from mwaa_control.errors import ControlPlaneError
-from mwaa_control.pause.models import OPT_IN_TAG, OPT_IN_VALUE
 from mwaactl.fleet import Fleet, FleetStack, locate
 from mwaactl.main import app
+from tests.fleet_support import BACKUP_ID, settle_workflows, write_paused_environment
 
 runner = CliRunner()
 ALWAYS = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}
@@ -28,7 +27,6 @@ FLEET = {
     },
     "environments": {"etl-paused": "office-hours"},
 }
-BACKUP_ID = "20261130T020000Z-0a1b2c3d"
 
 
 def fleet_of(cloud: LocalCloud) -> Fleet:
@@ -62,42 +60,7 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCloud]:
         monkeypatch.setattr(mwaactl.fleet.console, "width", 240)  # the table's rows on one line each
         local.asked = asked  # type: ignore[attr-defined]
         yield local
-        _settle(local)
-
-
-def _settle(cloud: LocalCloud, timeout: float = 60.0) -> None:
-    """Let the workflows a test started end, so none outlives its cloud."""
-    sfn = cloud.client("stepfunctions")
-    arns = [
-        e["executionArn"]
-        for machine in ("PauseStateMachine", "ResumeStateMachine")
-        for e in sfn.list_executions(stateMachineArn=cloud.physical[machine])["executions"]
-    ]
-    deadline = time.monotonic() + timeout
-    while any(sfn.describe_execution(executionArn=a)["status"] == "RUNNING" for a in arns):
-        assert time.monotonic() < deadline, "the test's workflows did not end"
-        time.sleep(0.2)
-
-
-def paused_environment(cloud: LocalCloud, name: str) -> None:
-    """What a verified pause leaves behind: the PAUSED record and the snapshot with the tags."""
-    record = {
-        "environment": name,
-        "phase": "PAUSED",
-        "updated_at": "2026-11-30T02:30:00+00:00",
-        "last_good_backup_id": BACKUP_ID,
-        "creation_seconds": [1500.0],
-    }
-    cloud.client("dynamodb").put_item(
-        TableName=cloud.physical["LockTable"],
-        Item={"pk": {"S": f"environment#{name}"}, "phase": {"S": "PAUSED"}, "record": {"S": json.dumps(record)}},
-    )
-    snapshot = {"environment": name, "create_request": {"Name": name, "Tags": {OPT_IN_TAG: OPT_IN_VALUE}}}
-    cloud.client("s3").put_object(
-        Bucket=cloud.physical["MetadataBackupBucket"],
-        Key=f"snapshots/{name}/{BACKUP_ID}/environment.json",
-        Body=json.dumps(snapshot).encode(),
-    )
+        settle_workflows(local)
 
 
 def mwaactl(*args: str) -> Any:
@@ -113,7 +76,7 @@ def status_json() -> dict[str, Any]:
 
 def test_status_shows_the_paused_environment_its_schedule_next_action_and_backup(cloud: LocalCloud) -> None:
     # Given a paused environment on an office-hours schedule
-    paused_environment(cloud, "etl-paused")
+    write_paused_environment(cloud, "etl-paused")
     cloud.client("s3").put_object(
         Bucket=cloud.physical["MetadataBackupBucket"], Key="fleet/schedules.json", Body=json.dumps(FLEET).encode()
     )
@@ -136,7 +99,7 @@ def test_status_shows_the_paused_environment_its_schedule_next_action_and_backup
 
 
 def test_an_override_shows_in_status_and_clear_ends_it(cloud: LocalCloud) -> None:
-    paused_environment(cloud, "etl-paused")
+    write_paused_environment(cloud, "etl-paused")
     until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).replace(microsecond=0)
 
     kept = mwaactl("override", "etl-paused", "--stay-paused-until", until.isoformat(), "--reason", "migration")
@@ -182,7 +145,7 @@ def test_a_pause_is_followed_to_its_failure_and_exits_1_with_the_cause(cloud: Lo
 
 
 def test_no_wait_prints_the_execution_arn_and_follow_picks_it_up(cloud: LocalCloud) -> None:
-    paused_environment(cloud, "etl-paused")
+    write_paused_environment(cloud, "etl-paused")
 
     started = mwaactl("resume", "etl-paused", "--backup", "20261201T000000Z-00000000", "--no-wait")
 
@@ -206,7 +169,7 @@ def test_backups_lists_the_bucket_and_names_what_resume_restores(cloud: LocalClo
     assert none.exit_code == 0, none.output
     assert "0 backups" in none.stdout and "resume would be refused" in none.stdout
 
-    paused_environment(cloud, "etl-paused")
+    write_paused_environment(cloud, "etl-paused")
     found = mwaactl("backups", "etl-paused")
     assert found.exit_code == 0, found.output
     assert f"resume restores {BACKUP_ID}" in found.stdout

@@ -17,8 +17,9 @@ from localcloud import LocalCloud
 from localcloud.network import build_shared_vpc
 from mwaa_control.pause.models import OPT_IN_TAG, OPT_IN_VALUE
 from mwaactl.main import app
-from tests.cli.test_fleet_cli import BACKUP_ID, FLEET, fleet_of
+from tests.cli.test_fleet_cli import FLEET, fleet_of
 from tests.conftest import create_request
+from tests.fleet_support import BACKUP_ID
 
 runner = CliRunner()
 NOW = dt.datetime(2026, 11, 21, 9, 0, tzinfo=dt.UTC)

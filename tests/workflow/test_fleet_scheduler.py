@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +16,7 @@ from mwaa_control.pause.models import OPT_IN_TAG, OPT_IN_VALUE
 from mwaa_control.schedules.model import Override, OverrideKind
 from mwaa_control.schedules.overrides import OverrideStore
 from tests.conftest import create_request
+from tests.fleet_support import settle_workflows, write_paused_environment
 
 ALWAYS = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}
 FLEET = {
@@ -37,25 +37,7 @@ AIRFLOW_CALLS = ("CreateCliToken", "CreateWebLoginToken", "InvokeRestApi")
 def fleet_cloud() -> Iterator[tuple[LocalCloud, SharedVpc]]:
     with LocalCloud() as cloud:
         yield cloud, build_shared_vpc(cloud.client("ec2"))
-        _settle(cloud)
-
-
-def _settle(cloud: LocalCloud, timeout: float = 120.0) -> None:
-    """The workflows this test starts keep running in moto's interpreter threads after it ends:
-    stop them and let them finish, so none of their notifications reach the next test's cloud."""
-    sfn = cloud.client("stepfunctions")
-    arns = [
-        e["executionArn"]
-        for machine in ("PauseStateMachine", "ResumeStateMachine")
-        for e in sfn.list_executions(stateMachineArn=cloud.physical[machine])["executions"]
-    ]
-    for arn in arns:
-        if sfn.describe_execution(executionArn=arn)["status"] == "RUNNING":
-            sfn.stop_execution(executionArn=arn, error="TestOver", cause="the test ended")
-    deadline = time.monotonic() + timeout
-    while any(sfn.describe_execution(executionArn=a)["status"] == "RUNNING" for a in arns):
-        assert time.monotonic() < deadline, "the test's workflows did not stop"
-        time.sleep(0.5)
+        settle_workflows(cloud, stop=True, timeout=120.0)
 
 
 def _executions(cloud: LocalCloud) -> set[str]:
@@ -65,28 +47,6 @@ def _executions(cloud: LocalCloud) -> set[str]:
         for machine in ("PauseStateMachine", "ResumeStateMachine")
         for e in sfn.list_executions(stateMachineArn=cloud.physical[machine])["executions"]
     }
-
-
-def _paused_environment(cloud: LocalCloud, name: str) -> None:
-    """What a verified pause leaves behind: the PAUSED record and the snapshot with the tags."""
-    backup_id = "20261130T020000Z-0a1b2c3d"
-    record = {
-        "environment": name,
-        "phase": "PAUSED",
-        "updated_at": "2026-11-30T02:30:00+00:00",
-        "last_good_backup_id": backup_id,
-        "creation_seconds": [1500.0, 1600.0, 1550.0],
-    }
-    cloud.client("dynamodb").put_item(
-        TableName=cloud.physical["LockTable"],
-        Item={"pk": {"S": f"environment#{name}"}, "phase": {"S": "PAUSED"}, "record": {"S": json.dumps(record)}},
-    )
-    snapshot = {"environment": name, "create_request": {"Name": name, "Tags": {OPT_IN_TAG: OPT_IN_VALUE}}}
-    cloud.client("s3").put_object(
-        Bucket=cloud.physical["MetadataBackupBucket"],
-        Key=f"snapshots/{name}/{backup_id}/environment.json",
-        Body=json.dumps(snapshot).encode(),
-    )
 
 
 def test_the_scheduler_starts_each_due_transition_once(fleet_cloud: tuple[LocalCloud, SharedVpc]) -> None:
@@ -102,7 +62,7 @@ def test_the_scheduler_starts_each_due_transition_once(fleet_cloud: tuple[LocalC
         )
     cloud.run_for(dt.timedelta(minutes=40))
     assert {mwaa.get_environment(Name=n)["Environment"]["Status"] for n in ("etl-a", "etl-b", "etl-c")} == {"AVAILABLE"}
-    _paused_environment(cloud, "etl-paused")
+    write_paused_environment(cloud, "etl-paused", creation_seconds=(1500.0, 1600.0, 1550.0))
     cloud.client("s3").put_object(
         Bucket=cloud.physical["MetadataBackupBucket"], Key="fleet/schedules.json", Body=json.dumps(FLEET).encode()
     )
