@@ -19,6 +19,8 @@ from moto import mock_aws
 from moto.ec2.exceptions import InvalidSubnetIdError
 from moto.ec2.models import ec2_backends
 from moto.server import ThreadedMotoServer
+from moto.stepfunctions.parser import models as sfn_parser_models
+from moto.stepfunctions.parser.backend.execution import Execution as SfnExecution
 from moto.stepfunctions.responses import StepFunctionResponse
 
 from localcloud.clock import ManualClock
@@ -148,12 +150,18 @@ class LocalCloud:
         # reach the workflow (Step Functions keeps it). Patched for this cloud's lifetime.
         self._saved_send_task_failure = StepFunctionResponse.send_task_failure
         StepFunctionResponse.send_task_failure = _send_task_failure_with_cause  # type: ignore[method-assign]
+        # moto stamps executions with the system clock: a step comparing `$$.Execution.StartTime`
+        # with the control plane's now (a wait's limit) would mix two clocks. Stamped on this one.
+        self._saved_execution = getattr(sfn_parser_models, "Execution")  # noqa: B009 - not exported
+        setattr(sfn_parser_models, "Execution", _execution_on(self.clock))  # noqa: B010
         return self
 
     def __exit__(self, *exc: object) -> None:
         if getattr(self, "scheduler", None) is not None:
             self.scheduler.close()  # the clock cannot drop a listener: make it a no-op
         control_clock.install(None)
+        if getattr(self, "_saved_execution", None) is not None:
+            setattr(sfn_parser_models, "Execution", self._saved_execution)  # noqa: B010
         if getattr(self, "_saved_send_task_failure", None) is not None:
             StepFunctionResponse.send_task_failure = self._saved_send_task_failure  # type: ignore[method-assign]
         for event_name, handler in self._handlers:
@@ -459,6 +467,18 @@ class MotoObjectStore:
                 return []
             raise
         return keys
+
+
+def _execution_on(clock: ManualClock) -> type[SfnExecution]:
+    """moto's execution, started at `clock`'s now (what `$$.Execution.StartTime` and
+    DescribeExecution's startDate show) instead of the system clock's."""
+
+    class ExecutionOnLocalClock(SfnExecution):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["start_date"] = clock.now()
+            super().__init__(*args, **kwargs)
+
+    return ExecutionOnLocalClock
 
 
 def _send_task_failure_with_cause(self: StepFunctionResponse) -> Any:

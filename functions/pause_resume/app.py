@@ -97,6 +97,11 @@ def _emit_metrics(action: str, step: Any, output: dict[str, Any]) -> None:
         metrics.add_metric(name="EnvironmentsResumed", unit=MetricUnit.Count, value=1)
         if output.get("creation_seconds") is not None:
             metrics.add_metric(name="CreationSeconds", unit=MetricUnit.Seconds, value=float(output["creation_seconds"]))
+        if output.get("paused_hours") is not None:
+            metrics.add_metric(name="PausedHours", unit=MetricUnit.Count, value=float(output["paused_hours"]))
+        if output.get("saved_usd") is not None:
+            # USD at the list price of the environment's size (schedules/pricing.py); no unit fits.
+            metrics.add_metric(name="EstimatedSavingsUSD", unit=MetricUnit.NoUnit, value=float(output["saved_usd"]))
     elif action == "abandon":
         # By operation and the stage that failed: a bounded set of names, never free text.
         with single_metric(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +214,11 @@ def test_a_paused_and_resumed_environment_comes_back_with_its_metadata(
     assert not first.home.exists(), "deleting the environment deletes its database"
     record = state_record(cloud, name)
     assert record is not None and record["phase"] == "PAUSED" and record["last_good_backup_id"]
+    # The pause is measured on the control plane's clock (the local cloud's): open until a resume.
+    [interval] = record["paused_intervals"]
+    assert interval["resumed_at"] is None
+    paused_at = datetime.fromisoformat(interval["paused_at"])
+    assert paused_at <= cloud.clock.now() and cloud.clock.now() - paused_at < timedelta(hours=1)
     backup_id = record["last_good_backup_id"]
     stored = cloud.client("s3").list_objects_v2(Bucket=cloud.physical["MetadataBackupBucket"])["Contents"]
     keys = [o["Key"] for o in stored]
@@ -260,6 +265,9 @@ def test_a_paused_and_resumed_environment_comes_back_with_its_metadata(
     assert seeded["secret_markers"], "the seed planted secrets"
     record = state_record(cloud, name)
     assert record is not None and record["phase"] == "ACTIVE" and record["creation_seconds"]
+    [interval] = record["paused_intervals"]  # closed when the resume asked MWAA to create it
+    assert datetime.fromisoformat(interval["paused_at"]) == paused_at
+    assert paused_at < datetime.fromisoformat(interval["resumed_at"]) < cloud.clock.now()
     assert lock_of(cloud, name) is None
     # What the cycle cost (the budget; the endpoint automation's handlers not counted).
     cost = cost_of(cloud, [pause, resume], invocations_before)

@@ -5,7 +5,7 @@ configuration options, never a task token in a result), so execution history hol
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -54,7 +54,9 @@ class _Step(BaseModel):
 
 
 class DrainOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """How a pause waits for running tasks before its backup (`timeout` and `poll` in seconds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
     timeout: float = Field(default=1800, ge=0, le=6 * 3600)
     poll: float = Field(default=15, gt=0, le=300)
     on_timeout: Literal["abort", "proceed"] = "abort"
@@ -198,7 +200,26 @@ class Finished(BaseModel):
     backup_id: str | None
     message: str
     creation_seconds: float | None = None
+    paused_hours: float | None = None
+    """A resume: how long the environment was paused (deleted), from the state table."""
+    saved_usd: float | None = None
+    """A resume: what those hours saved at the list price of the recreated environment's size."""
     warnings: list[str] = Field(default_factory=list)
+
+
+PAUSED_INTERVALS_KEPT = 800
+"""About a year of daily pauses; an item stays far below DynamoDB's 400 KB."""
+PAUSED_INTERVALS_DAYS = 400
+"""Intervals that ended longer ago are dropped (savings are reported per month)."""
+
+
+class PausedInterval(BaseModel):
+    """From the moment a pause saw the environment DELETED to the moment a resume asked MWAA to
+    create it again (MWAA bills an environment while it exists, creation included)."""
+
+    paused_at: datetime
+    resumed_at: datetime | None = None
+    """None while the environment is still paused."""
 
 
 class EnvironmentRecord(BaseModel):
@@ -224,3 +245,29 @@ class EnvironmentRecord(BaseModel):
     restores: that is the backup its pause verified)."""
     creation_seconds: list[float] = Field(default_factory=list)
     """How long the last creations took (newest last), for schedules that must resume early enough."""
+    paused_intervals: list[PausedInterval] = Field(default_factory=list)
+    """When the environment was paused (oldest first): what `mwaactl status` and `savings` measure
+    savings from. Only the last interval may be open."""
+
+    def pause_began(self, at: datetime) -> list[PausedInterval]:
+        """The intervals once a pause deleted the environment at `at` (an open one is kept)."""
+        kept = self._recent(at)
+        if kept and kept[-1].resumed_at is None:
+            return kept
+        return [*kept, PausedInterval(paused_at=at)][-PAUSED_INTERVALS_KEPT:]
+
+    def pause_ended(self, at: datetime) -> list[PausedInterval]:
+        """The intervals once a resume asked MWAA to create the environment at `at`."""
+        kept = self._recent(at)
+        if kept and kept[-1].resumed_at is None:
+            kept[-1] = kept[-1].model_copy(update={"resumed_at": max(at, kept[-1].paused_at)})
+        return kept
+
+    def open_interval(self) -> PausedInterval | None:
+        last = self.paused_intervals[-1] if self.paused_intervals else None
+        return last if last is not None and last.resumed_at is None else None
+
+    def _recent(self, at: datetime) -> list[PausedInterval]:
+        horizon = at - timedelta(days=PAUSED_INTERVALS_DAYS)
+        kept = [i for i in self.paused_intervals if i.resumed_at is None or i.resumed_at >= horizon]
+        return kept[-PAUSED_INTERVALS_KEPT:]

@@ -22,10 +22,12 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from mwaa_control import clock as control_clock
 from mwaa_control.errors import ControlPlaneError
 from mwaa_control.metadata.errors import MetadataError
 from mwaa_control.metadata.manifest import PAUSE_STATES, backup_prefix
@@ -58,6 +60,7 @@ from mwaa_control.pause.models import (
 )
 from mwaa_control.pause.state import PauseStateTable
 from mwaa_control.pause.waits import GONE, TaskReports, complete
+from mwaa_control.schedules.pricing import UnknownPrice, hourly_price, size_from_request, to_cents
 
 
 class PauseRefused(ControlPlaneError):
@@ -165,7 +168,7 @@ class LifecycleService:
         settings: LifecycleSettings,
         managed_endpoints: Callable[[str], list[str]],
         set_paused: Callable[[str, str, bool], None],
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = control_clock.now,
     ) -> None:
         """`managed_endpoints(environment_arn)`: ids of endpoints this stack created for it that
         still exist. `set_paused(environment, dag_id, paused)`: through the environment's Airflow."""
@@ -366,11 +369,15 @@ class LifecycleService:
         remaining = self._managed_endpoints(arn)
         if remaining:
             raise EndpointsRemain(f"{name}: endpoints {remaining} this stack created still exist")
+        record = self._state.record(name) or EnvironmentRecord(
+            environment=name, phase=Phase.PAUSED, updated_at=self._clock()
+        )
         self._state.update(
             name,
             phase=Phase.PAUSED,
             last_good_backup_id=step.backup_id,
             pending_backup_id=None,
+            paused_intervals=record.pause_began(self._clock()),
             message=f"paused; backup {step.backup_id}",
         )
         self._state.release(name, step.execution)
@@ -499,7 +506,10 @@ class LifecycleService:
                 self._state.unpark(name, step.task_token)
                 raise EnvironmentConflict(f"{refusal}; backup {step.backup_id} is intact")
         else:
-            self._state.update(name, creation_started_at=self._clock())
+            now = self._clock()
+            record = self._state.record(name)
+            ended = record.pause_ended(now) if record is not None else []
+            self._state.update(name, creation_started_at=now, paused_intervals=ended)
             if request.get("Name") != name:  # load_snapshot refuses this too: never create another name
                 raise EnvironmentConflict(f"the snapshot of {name} would create {request.get('Name')!r}")
             self._mwaa.create_environment(**request)
@@ -512,9 +522,13 @@ class LifecycleService:
         record = self._state.record(name)
         durations = list(record.creation_seconds) if record else []
         took: float | None = None
+        paused_hours: float | None = None
         if record is not None and record.creation_started_at is not None:
             took = (self._clock() - record.creation_started_at).total_seconds()
             durations.append(took)
+            last = record.paused_intervals[-1] if record.paused_intervals else None
+            if last is not None and last.resumed_at == record.creation_started_at:
+                paused_hours = (last.resumed_at - last.paused_at).total_seconds() / 3600
         self._state.update(
             name,
             phase=Phase.ACTIVE,
@@ -531,7 +545,21 @@ class LifecycleService:
             backup_id=step.backup_id,
             message=f"{name} is resumed from backup {step.backup_id}",
             creation_seconds=took,
+            paused_hours=paused_hours,
+            saved_usd=None if paused_hours is None else self._saved(name, paused_hours),
         )
+
+    def _saved(self, name: str, paused_hours: float) -> float | None:
+        """What `paused_hours` saved at the list price of the environment's size (None: unpriced)."""
+        environment = self._get(name)
+        if environment is None:
+            return None
+        region = str(environment.get("Arn", "")).split(":")[3:4] or [""]
+        try:
+            price = hourly_price(size_from_request(environment), region[0])
+        except (UnknownPrice, ValueError):
+            return None  # a region or class without a list price: never guessed
+        return float(to_cents(Decimal(str(paused_hours)) * price))
 
     # --- failure paths ----------------------------------------------------------------------------
     def abandon(self, step: Abandon) -> Finished:
@@ -565,6 +593,8 @@ class LifecycleService:
                 phase = Phase.PAUSED if verified and gone else Phase.NEEDS_ATTENTION
                 if verified and step.backup_id:
                     self._state.update(name, last_good_backup_id=step.backup_id)
+                if phase is Phase.PAUSED and record is not None:
+                    self._state.update(name, paused_intervals=record.pause_began(self._clock()))
             else:
                 phase = Phase.NEEDS_ATTENTION
         else:
@@ -579,6 +609,9 @@ class LifecycleService:
                 # Made from the snapshot and never restored into: it holds nothing. Deleting it lets a
                 # re-run create it again; the backup stays.
                 self._mwaa.delete_environment(Name=name)
+                record = self._state.record(name)
+                if record is not None:  # deleted again: paused (not billed) from here on
+                    self._state.update(name, paused_intervals=record.pause_began(self._clock()))
                 warnings.append(f"{name} was CREATE_FAILED and has been deleted so that a re-run can create it")
         message = f"{step.operation.value} of {name} failed at {step.stage}: {reason}"
         self._state.update(name, phase=phase, message=message[:1000])

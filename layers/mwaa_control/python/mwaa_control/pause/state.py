@@ -12,11 +12,12 @@ Only roles under the stack's IAM path may write these prefixes (the table's reso
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from mwaa_control import clock
 from mwaa_control.errors import ControlPlaneError
 from mwaa_control.pause.models import EnvironmentRecord, Operation, Phase
 
@@ -29,7 +30,7 @@ class OperationInProgress(ControlPlaneError):
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()  # the system clock deployed; the local cloud's clock in it
 
 
 def _code(error: ClientError) -> str:

@@ -56,6 +56,18 @@ class EnvironmentSize(BaseModel):
     min_webservers: int = Field(default=2, ge=1, le=5)
 
 
+def size_from_request(request: Mapping[str, object]) -> EnvironmentSize:
+    """The size GetEnvironment shows, or a snapshot's CreateEnvironment request asks for (both name
+    the fields alike); a field left out has MWAA's default."""
+    fields = {
+        "environment_class": request.get("EnvironmentClass"),
+        "min_workers": request.get("MinWorkers"),
+        "schedulers": request.get("Schedulers"),
+        "min_webservers": request.get("MinWebservers"),
+    }
+    return EnvironmentSize.model_validate({k: v for k, v in fields.items() if v is not None})
+
+
 def _d(text: str) -> Decimal:
     return Decimal(text)
 
