@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from mwaa_control.pause.models import OPT_IN_TAG, OPT_IN_VALUE, Phase
-from mwaa_control.schedules.config import SCHEDULE_TAG, ConfigProblem, FleetDocument, ScheduleConfigError
+import pytest
+
+from mwaa_control.pause.models import OPT_IN_TAG, OPT_IN_VALUE, DrainOptions, Phase
+from mwaa_control.schedules.config import (
+    SCHEDULE_TAG,
+    ConfigProblem,
+    FleetDocument,
+    ScheduleConfigError,
+    parse_fleet_document,
+)
 from mwaa_control.schedules.evaluate import Reason
 from mwaa_control.schedules.fleet import (
     DeferReason,
@@ -48,6 +56,27 @@ def test_given_office_hours_when_night_falls_then_running_environments_are_pause
     assert decision.in_step == ("b",)
     assert decision.deferred == ()
     assert decision.next_wake_up == local("Europe/Berlin", 2026, 12, 2, 8)
+
+
+def test_a_schedule_with_drain_options_passes_them_to_its_pauses_only() -> None:
+    drained = office_hours().model_copy(update={"drain": DrainOptions(timeout=600, on_timeout="proceed")})
+    fleet = FleetDocument(schedules={"office": drained}, calendars={}, environments={"a": "office", "b": "office"})
+    night = reconcile(fleet, [live("a"), paused("b")], {}, NIGHT)
+    [pause] = night.start
+    assert pause.execution_input["drain"] == {"timeout": 600, "poll": 15, "on_timeout": "proceed"}
+    [resume] = reconcile(fleet, [live("a"), paused("b")], {}, WORKDAY).start
+    assert resume.action is FleetAction.RESUME and "drain" not in resume.execution_input
+    # Without options the workflow's default applies (the input names none).
+    [default] = reconcile(document("a"), [live("a")], {}, NIGHT).start
+    assert "drain" not in default.execution_input
+
+
+def test_a_drain_option_in_the_document_is_validated_like_a_pause_input() -> None:
+    schedule = {"timezone": "Europe/Berlin", "periods": [{"days": ["mon"], "start": "08:00", "stop": "18:00"}]}
+    raw = {"version": 1, "schedules": {"office": {**schedule, "drain": {"timeout": -1}}}, "environments": {}}
+    with pytest.raises(ScheduleConfigError) as refused:
+        parse_fleet_document(raw)
+    assert [p.field for p in refused.value.problems] == ["schedules.office.drain.timeout"]
 
 
 def test_the_same_interval_always_proposes_the_same_execution_name() -> None:

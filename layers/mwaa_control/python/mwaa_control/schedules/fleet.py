@@ -32,7 +32,7 @@ from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from mwaa_control.pause.models import Phase
+from mwaa_control.pause.models import DrainOptions, Phase
 from mwaa_control.schedules.config import (
     ConfigProblem,
     FleetDocument,
@@ -121,14 +121,19 @@ class PlannedExecution(_Frozen):
     due: AwareDatetime
     """When the desired state last changed to what this execution brings about."""
     name: str
+    drain: DrainOptions | None = None
+    """A pause's drain, from its schedule (None: the workflow's default)."""
 
     @property
     def execution_input(self) -> dict[str, object]:
         """The pause/resume state machines' input; `trigger` is for people reading the history."""
-        return {
+        execution: dict[str, object] = {
             "environment": self.environment,
             "trigger": {"source": "fleet-scheduler", "reason": self.reason.value, "due": self.due.isoformat()},
         }
+        if self.drain is not None and self.action is FleetAction.PAUSE:
+            execution["drain"] = self.drain.model_dump()
+        return execution
 
 
 class Deferred(_Frozen):
@@ -249,6 +254,7 @@ def reconcile(
             detail=decision.detail,
             due=due,
             name=execution_name(entry.environment, action, due),
+            drain=entry.schedule.drain if action is FleetAction.PAUSE else None,
         )
         wanted.append((planned, seen))
     start, limited = _within_limits(wanted, observed, limits)

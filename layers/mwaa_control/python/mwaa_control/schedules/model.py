@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from mwaa_control.pause.models import EnvironmentName
+from mwaa_control.pause.models import DrainOptions, EnvironmentName
 
 ScheduleName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
 """Short enough to fit a tag value, safe in a DynamoDB key and an EventBridge Scheduler name."""
@@ -157,6 +157,11 @@ class Schedule(_Frozen):
     calendar: ScheduleName | None = None
     """Name of the fleet document's holiday calendar that applies, if any."""
     ready_by: ReadyBy | None = None
+    drain: DrainOptions | None = None
+    """How its scheduled pauses wait for running tasks (seconds). None: the pause workflow's default,
+    which waits up to 30 minutes and abandons the pause (nothing deleted) if tasks still run; a
+    nightly pause of an environment with long tasks may prefer `on_timeout: proceed` (the backup
+    then records the tasks in flight)."""
 
     @model_validator(mode="after")
     def _some_period(self) -> Schedule:
