@@ -106,6 +106,7 @@ class LocalLambda:
             raise
         finally:
             CURRENT_FUNCTION.reset(running)
+            _drop_unpublished_metrics()
         return record.result
 
     def before_call(self, model: Any, params: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
@@ -136,3 +137,16 @@ class LocalLambda:
             **extra,
         }
         return http, parsed
+
+
+def _drop_unpublished_metrics() -> None:
+    """With POWERTOOLS_METRICS_DISABLED (the demo's quiet mode) Powertools' flush keeps the metric
+    set instead of clearing it, so every in-process function's values pile up in the one shared
+    Metrics object until the 100th is printed to stdout. Each invocation starts empty, as a real
+    Lambda's does after its flush."""
+    from aws_lambda_powertools.metrics.functions import is_metrics_disabled  # noqa: PLC0415
+
+    from mwaa_control.observability import metrics  # noqa: PLC0415
+
+    if is_metrics_disabled():
+        metrics.clear_metrics()

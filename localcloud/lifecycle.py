@@ -217,6 +217,27 @@ def _environment_of(event: Any) -> str | None:
     return str(detail["name"]) if isinstance(detail, dict) and isinstance(detail.get("name"), str) else None
 
 
+def opted_in_request(cloud: LocalCloud, vpc: Any, dag_bucket: str, airflow_version: str = "2.11.0") -> dict[str, Any]:
+    """The CreateEnvironment fields of an Airflow environment opted in to pause/resume, whose DAG
+    folder and plugins (the export/import DAGs) `dag_bucket` holds (created here if missing)."""
+    from mwaa_control.pause.models import OPT_IN_TAG, OPT_IN_VALUE  # noqa: PLC0415
+
+    s3 = cloud.client("s3")
+    if dag_bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket=dag_bucket)
+    version = upload_environment_files(cloud, dag_bucket)
+    return {
+        "ExecutionRoleArn": f"arn:aws:iam::{cloud.account}:role/mwaa-execution",
+        "SourceBucketArn": f"arn:aws:s3:::{dag_bucket}",
+        "DagS3Path": "dags",
+        "PluginsS3Path": "plugins.zip",
+        "PluginsS3ObjectVersion": version,
+        "AirflowVersion": airflow_version,
+        "Tags": {OPT_IN_TAG: OPT_IN_VALUE, "team": "data"},
+        "NetworkConfiguration": {"SubnetIds": vpc.subnet_ids, "SecurityGroupIds": [vpc.security_group_id]},
+    }
+
+
 def pause_resume_cycle(
     cloud: LocalCloud,
     vpc: Any,
@@ -228,21 +249,8 @@ def pause_resume_cycle(
     """Creates two opted-in Airflow 2.11 environments (public with MWAA-managed endpoints; private
     with customer-managed endpoints in `vpc`), fills them with hostile metadata, pauses both, resumes
     both, and returns what came back and what it cost."""
-    from mwaa_control.pause.models import OPT_IN_TAG, OPT_IN_VALUE  # noqa: PLC0415
-
     advance = advance or cloud.run_for
-    cloud.client("s3").create_bucket(Bucket=dag_bucket)
-    version = upload_environment_files(cloud, dag_bucket)
-    base = {
-        "ExecutionRoleArn": f"arn:aws:iam::{cloud.account}:role/mwaa-execution",
-        "SourceBucketArn": f"arn:aws:s3:::{dag_bucket}",
-        "DagS3Path": "dags",
-        "PluginsS3Path": "plugins.zip",
-        "PluginsS3ObjectVersion": version,
-        "AirflowVersion": "2.11.0",
-        "Tags": {OPT_IN_TAG: OPT_IN_VALUE, "team": "data"},
-        "NetworkConfiguration": {"SubnetIds": vpc.subnet_ids, "SecurityGroupIds": [vpc.security_group_id]},
-    }
+    base = opted_in_request(cloud, vpc, dag_bucket)
     environments = {
         "sales-public": {**base, "EndpointManagement": "SERVICE", "WebserverAccessMode": "PUBLIC_ONLY"},
         "finance-shared": {
