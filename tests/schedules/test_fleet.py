@@ -23,8 +23,8 @@ from mwaa_control.schedules.fleet import (
     execution_name,
     reconcile,
 )
-from mwaa_control.schedules.model import OverrideKind
-from tests.schedules.helpers import local, office_hours, override
+from mwaa_control.schedules.model import HolidayAction, OverrideKind
+from tests.schedules.helpers import calendar_of, local, office_hours, override
 
 OPTED_IN = {OPT_IN_TAG: OPT_IN_VALUE}
 # Tuesday 1 December 2026, 10:00 in Berlin: inside office hours (08:00-18:00 on weekdays).
@@ -218,3 +218,21 @@ def test_a_weeks_long_override_keeps_one_execution_name_so_a_hand_resume_is_not_
     }
     # Then it proposes the one pause its override began (already run: Step Functions refuses it again)
     assert names == {execution_name("a", FleetAction.PAUSE, made)}
+
+
+def test_a_long_run_of_holidays_keeps_one_execution_name_so_a_hand_resume_is_not_undone_daily() -> None:
+    # Given office hours with three weeks of stay-paused holidays that began 12 days ago
+    first = (WORKDAY - dt.timedelta(days=12)).date()
+    holidays = calendar_of(*((first + dt.timedelta(days=n), HolidayAction.STAY_PAUSED) for n in range(21)))
+    fleet = FleetDocument(
+        schedules={"office": office_hours(calendar="holidays")},
+        calendars={"holidays": holidays},
+        environments={"a": "office"},
+    )
+    # When an operator resumed it by hand and the scheduler runs on three days of the holidays
+    names = {
+        s.name for day in (0, 1, 2) for s in reconcile(fleet, [live("a")], {}, WORKDAY + dt.timedelta(days=day)).start
+    }
+    # Then it proposes one pause, the one at the evening before the holidays (already run)
+    [name] = names
+    assert name == execution_name("a", FleetAction.PAUSE, local("Europe/Berlin", 2026, 11, 18, 18))

@@ -47,6 +47,9 @@ UTC = dt.UTC
 EXECUTION_NAME_LIMIT = 80
 """Step Functions execution names: 1-80 characters of letters, digits, '-' and '_'."""
 LOOKBACK = dt.timedelta(days=8)
+LONGEST_LOOKBACK = dt.timedelta(days=400)
+"""How far back a desired state that has not changed is traced to its beginning (which names its
+execution); beyond, a state is named per UTC day (or by the override in force)."""
 """How far back the start of the current desired-state interval is searched: a weekly schedule
 changes at least once in a week unless it never changes."""
 STABLE_FOR_PAUSE = frozenset({"AVAILABLE"})
@@ -180,20 +183,26 @@ def _durations(seconds: Sequence[float]) -> tuple[dt.timedelta, ...]:
 def _due(
     entry: ManagedEnvironment, overrides: Sequence[Override], durations: Sequence[dt.timedelta], now: dt.datetime
 ) -> dt.datetime:
-    """When the desired state at `now` began. Beyond LOOKBACK: when the override in force was made,
-    if one is (a stay-paused override of weeks keeps one name, so an environment resumed by hand
-    is not paused again every day); else the start of now's UTC day (a state that has not changed
-    for a week, e.g. a long holiday run, gets one stable name per day)."""
-    intervals = timeline(
-        entry.schedule, entry.calendar, overrides, durations, now - LOOKBACK, now + dt.timedelta(seconds=1)
-    )
-    start = intervals[-1][0]
-    if start <= now - LOOKBACK:
-        active = [o for o in overrides if o.active_at(now)]
-        if active:
-            return max(o.created_at for o in active).astimezone(UTC)
-        return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return start
+    """When the desired state at `now` began, traced back up to LONGEST_LOOKBACK (a long run of
+    holidays or an override of weeks keeps one name, so an environment resumed by hand is not
+    paused again every day). Beyond: when the override in force was made, if one is; else the
+    start of now's UTC day."""
+    lookback = LOOKBACK
+    while True:
+        intervals = timeline(
+            entry.schedule, entry.calendar, overrides, durations, now - lookback, now + dt.timedelta(seconds=1)
+        )
+        start = intervals[-1][0]
+        if start > now - lookback:
+            return start
+        if lookback >= LONGEST_LOOKBACK:
+            break
+        # Rare (a long run of holidays, an override of weeks): look further back, not every day.
+        lookback = min(lookback * 4, LONGEST_LOOKBACK)
+    active = [o for o in overrides if o.active_at(now)]
+    if active:
+        return max(o.created_at for o in active).astimezone(UTC)
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def _needs_human(phase: Phase | None) -> bool:
