@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,9 @@ import pytest
 from localcloud import LocalCloud
 from localcloud.network import SharedVpc, build_shared_vpc
 from mwaa_control.pause.models import OPT_IN_TAG, OPT_IN_VALUE
+from mwaa_control.schedules.evaluate import Reason
+from mwaa_control.schedules.fleet import FleetAction, PlannedExecution, execution_name
+from mwaa_control.schedules.fleet_adapters import ExecutionStarter
 from mwaa_control.schedules.model import Override, OverrideKind
 from mwaa_control.schedules.overrides import OverrideStore
 from tests.conftest import create_request
@@ -89,7 +93,7 @@ def test_the_scheduler_starts_each_due_transition_once(fleet_cloud: tuple[LocalC
     assert first["decision"]["in_step"] == ["etl-c"]  # assigned by its tag, running as it should
     assert first["failures"] == {}
     # The wake-up: the overrides' expiry, one-time, deleting itself, invoking this function.
-    schedule = cloud.client("scheduler").get_schedule(Name="mwaa-control-fleet-wake-up")
+    schedule = cloud.client("scheduler").get_schedule(Name=os.environ["FLEET_WAKE_UP_SCHEDULE"])
     until = (now + dt.timedelta(days=1)).replace(microsecond=0) + dt.timedelta(seconds=1 if now.microsecond else 0)
     assert schedule["ScheduleExpression"] == f"at({until.strftime('%Y-%m-%dT%H:%M:%S')})"
     assert schedule["ScheduleExpressionTimezone"] == "UTC"
@@ -98,6 +102,31 @@ def test_the_scheduler_starts_each_due_transition_once(fleet_cloud: tuple[LocalC
 
     second = cloud.lambdas.invoke("FleetSchedulerFunction", {"source": "fleet-wake-up"})
 
-    assert set(second["started"]) <= set(first["started"])  # a name still running is the same execution
+    # A name that exists is the same execution: not started again, and not counted as started.
+    assert second["started"] == []
+    assert set(second["already_started"]) <= set(first["started"])
     assert _executions(cloud) == set(first["started"])  # nothing new started
     assert second["failures"] == {}
+
+
+def test_a_planned_execution_that_exists_is_reported_as_already_started(
+    fleet_cloud: tuple[LocalCloud, SharedVpc],
+) -> None:
+    cloud, _ = fleet_cloud
+    starter = ExecutionStarter(
+        cloud.client("stepfunctions"),
+        pause_state_machine=cloud.physical["PauseStateMachine"],
+        resume_state_machine=cloud.physical["ResumeStateMachine"],
+    )
+    due = cloud.clock.now()
+    planned = PlannedExecution(
+        environment="etl-gone",  # does not exist: the pause ends at once, refused
+        action=FleetAction.PAUSE,
+        reason=Reason.OUTSIDE_PERIODS,
+        due=due,
+        name=execution_name("etl-gone", FleetAction.PAUSE, due),
+    )
+    assert starter.start(planned) == "started"
+    assert starter.start(planned) == "already-started"
+    assert len(_executions(cloud)) == 1
+    settle_workflows(cloud)  # the refused pause ends by itself (moto cannot stop one that is starting)

@@ -168,9 +168,20 @@ class ExecutionStarter:
         self._machines = {FleetAction.PAUSE: pause_state_machine, FleetAction.RESUME: resume_state_machine}
 
     def start(self, planned: PlannedExecution) -> Literal["started", "already-started"]:
+        """Starts the execution unless one of that name exists. StartExecution alone cannot tell:
+        for the same name and input it answers as if it started one (idempotency), so a second run
+        seconds later would count a start that never happened."""
+        machine = self._machines[planned.action]
+        arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + planned.name
+        try:
+            self._sfn.describe_execution(executionArn=arn)
+            return "already-started"
+        except ClientError as error:
+            if _code(error) != "ExecutionDoesNotExist":
+                raise
         try:
             self._sfn.start_execution(
-                stateMachineArn=self._machines[planned.action],
+                stateMachineArn=machine,
                 name=planned.name,
                 input=json.dumps(planned.execution_input),
             )
