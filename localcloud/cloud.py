@@ -31,7 +31,7 @@ from localcloud.mwaa.emulator import MwaaEmulator, Timings
 from localcloud.mwaa.http import EmulatorWebTransport, MwaaHttpFrontend
 from localcloud.postgres import free_port
 from localcloud.scheduler import ScheduleFiringEngine
-from localcloud.template import ROOT, FunctionSpec, functions, load_template, resources_of_type
+from localcloud.template import ROOT, FunctionSpec, functions, load_template, resources_of_type, stack_id
 from mwaa_control import clock as control_clock
 from mwaa_control.airflow.transport import set_default_transport
 
@@ -294,6 +294,7 @@ class LocalCloud:
                 "AWS::AccountId": self.account,
                 "AWS::Region": self.region,
                 "AWS::Partition": "aws",
+                "AWS::StackId": stack_id("aws", self.region, self.account, self.stack_name),
             }
             if ref in pseudo:
                 return pseudo[ref]
@@ -307,6 +308,12 @@ class LocalCloud:
                 resolved = self.resolve(part)
                 items += [resolved] if isinstance(part, str) else [p for p in resolved.split(",") if p]
             return str(separator).join(items)
+        if isinstance(value, dict) and "Fn::Select" in value:
+            index, listed = value["Fn::Select"]
+            return self.resolve(listed).split(",")[int(index)]
+        if isinstance(value, dict) and "Fn::Split" in value:
+            separator, text = value["Fn::Split"]
+            return ",".join(self.resolve(text).split(str(separator)))
         if isinstance(value, dict) and "Fn::GetAtt" in value:
             target = value["Fn::GetAtt"]
             logical_id, attribute = target if isinstance(target, list) else str(target).split(".", 1)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from localcloud.template import stack_id
+
 NO_VALUE = object()
 ContextValue = str | bool | int | Sequence[str]
 
@@ -68,9 +70,7 @@ class Renderer:
             "AWS::Region": self.d.region,
             "AWS::Partition": self.d.partition,
             "AWS::URLSuffix": "amazonaws.com",
-            "AWS::StackId": (
-                f"arn:{self.d.partition}:cloudformation:{self.d.region}:{self.d.account}:stack/{self.d.stack_name}/local"
-            ),
+            "AWS::StackId": stack_id(self.d.partition, self.d.region, self.d.account, self.d.stack_name),
         }
         if name == "AWS::NoValue":
             return NO_VALUE

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,3 +63,10 @@ def functions(template: dict[str, Any]) -> dict[str, FunctionSpec]:
                 spec.schedules[event_id] = event["Properties"]["ScheduleExpression"]
         specs[logical_id] = spec
     return specs
+
+
+def stack_id(partition: str, region: str, account: str, stack_name: str) -> str:
+    """AWS::StackId of a local deployment: a stack ARN ending in a UUID, as CloudFormation's does
+    (stable per stack name, so names derived from it are stable across runs)."""
+    unique = uuid.uuid5(uuid.NAMESPACE_URL, f"{account}/{region}/{stack_name}")
+    return f"arn:{partition}:cloudformation:{region}:{account}:stack/{stack_name}/{unique}"

@@ -160,3 +160,20 @@ def test_every_analytics_query_is_deployed_verbatim() -> None:
         q["Properties"]["QueryString"] for q in resources_of_type(load_template(), "AWS::Athena::NamedQuery").values()
     )
     assert deployed == sorted(p.read_text() for p in (ROOT / "analytics").glob("*.sql"))
+
+
+def test_the_fleet_wake_up_schedule_name_fits_any_stack_name_and_its_policy() -> None:
+    """A stack name may be 128 characters, a schedule name 64: the name comes from the stack's UUID,
+    and the fleet scheduler's policy allows exactly that schedule."""
+    template = load_template()
+    renderer = Renderer(Deployment(template, stack_name="a" * 128))
+    name = renderer.render(functions(template)["FleetSchedulerFunction"].environment["FLEET_WAKE_UP_SCHEDULE"])
+    assert len(name) <= 64 and name.startswith("fleet-wake-up-")
+    statements = renderer.render(template["Resources"]["FleetSchedulerRole"]["Properties"]["Policies"])
+    [allowed] = [
+        s["Resource"]
+        for p in statements
+        for s in p["PolicyDocument"]["Statement"]
+        if s.get("Sid") == "ItsOwnWakeUpSchedule"
+    ]
+    assert allowed == f"arn:aws:scheduler:us-east-1:123456789012:schedule/default/{name}"
