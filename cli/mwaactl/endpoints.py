@@ -102,10 +102,13 @@ def adopt(
     stack: Stack = "mwaa-control",
     region: Region = None,
 ) -> None:
-    """Register endpoints tagged as this stack's by a version without the endpoint registry: those
-    of an MWAA PrivateLink service, of an environment this stack serves, whose service is that
-    environment's current database or webserver endpoint service. Endpoints of environments that
-    no longer exist need --include-gone. Run once after upgrading; --dry-run first."""
+    """Register the endpoints an older version of this stack created (once, after upgrading).
+
+    Registers endpoints tagged as this stack's by a version without the
+    endpoint registry: those of an MWAA PrivateLink service, of an environment
+    this stack serves, whose service is that environment's current database or
+    webserver endpoint service. Endpoints of environments that no longer exist
+    need --include-gone. Run --dry-run first."""
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - see the note above
 
     try:

@@ -130,6 +130,157 @@ def _fleet(stack: str, region: str | None, profile: str | None) -> Fleet:
         raise  # unreachable: _fail exits
 
 
+# --- what pausing saved (status and savings) ---------------------------------------------------------
+
+MEASURED = (
+    "realised = measured: the paused intervals the state table recorded for each environment (from "
+    "the moment a pause saw it deleted to the moment a resume asked MWAA to create it again), within "
+    "the month up to now."
+)
+LEGACY = (
+    "* measured from the current pause only, since its PAUSED record's updated_at: the record was "
+    "written before the state table recorded paused intervals, so earlier pauses are not counted "
+    "(a lower bound)."
+)
+PRICED = (
+    "priced at list prices (USD) for the minimum capacity: environment class, MinWorkers, Schedulers, "
+    "MinWebservers (a paused environment's from its snapshot); autoscaled workers are not counted."
+)
+
+
+class SavingsFigure(BaseModel):
+    """Paused hours over [start, end) and what they saved."""
+
+    start: dt.datetime
+    end: dt.datetime
+    hours_paused: Decimal
+    """Rounded to 0.01 h for reading; `usd` is computed from the exact hours."""
+    usd: Decimal
+    """To the cent."""
+
+
+class MeasuredFigure(SavingsFigure):
+    """Realised savings: paused hours the state table recorded (see MEASURED)."""
+
+    measured_from: Literal["paused_intervals", "updated_at"]
+    """"paused_intervals": the recorded intervals. "updated_at": a PAUSED record written before
+    intervals were recorded, so its current pause only, since the record's updated_at (see LEGACY)."""
+
+
+class RecordedPauses(NamedTuple):
+    intervals: list[tuple[dt.datetime, dt.datetime | None]]
+    """(paused_at, resumed_at or None while paused), oldest first."""
+    paused_since: dt.datetime | None
+    """When the current pause began; None unless paused now."""
+    measured_from: Literal["paused_intervals", "updated_at"]
+
+
+def recorded_pauses(record: EnvironmentRecord | None, *, absent: bool) -> RecordedPauses:
+    """The pauses the state table recorded for an environment (`absent`: MWAA does not list it).
+
+    A PAUSED record of an absent environment without an open interval was written before intervals
+    were recorded: its current pause counts from the record's updated_at (as before they were)."""
+    from mwaa_control.pause.models import Phase  # noqa: PLC0415 - see the note above
+
+    if record is None:
+        return RecordedPauses([], None, "paused_intervals")
+    intervals = [(i.paused_at, i.resumed_at) for i in record.paused_intervals]
+    current = record.open_interval()
+    if current is not None:
+        return RecordedPauses(intervals, current.paused_at, "paused_intervals")
+    if absent and record.phase is Phase.PAUSED:
+        return RecordedPauses([*intervals, (record.updated_at, None)], record.updated_at, "updated_at")
+    return RecordedPauses(intervals, None, "paused_intervals")
+
+
+def _month(text: str | None, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """[first instant, first instant of the next month) in UTC."""
+    if text is None:
+        now = now.astimezone(dt.UTC)
+        year, month = now.year, now.month
+    else:
+        try:
+            year, month = (int(part) for part in text.split("-"))
+            dt.date(year, month, 1)
+        except ValueError as error:
+            raise typer.BadParameter(
+                f"{text!r} is not a month: use YYYY-MM, e.g. 2026-11", param_hint="--month"
+            ) from error
+    start = dt.datetime(year, month, 1, tzinfo=dt.UTC)
+    end = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC)
+    return start, end
+
+
+def environment_size(
+    fleet: Fleet, environment: ObservedEnvironment, record: EnvironmentRecord | None
+) -> tuple[EnvironmentSize, Literal["environment", "snapshot"]]:
+    """What the environment costs per hour is set by its live configuration, or, while it is
+    paused, by the snapshot its resume recreates it from. Raises ValueError when neither exists."""
+    from mwaa_control.pause.snapshot import SNAPSHOT_FILE, snapshot_prefix  # noqa: PLC0415 - see the note above
+    from mwaa_control.schedules.pricing import size_from_request  # noqa: PLC0415
+
+    if environment.status is not None:
+        live = fleet.client("mwaa").get_environment(Name=environment.name)["Environment"]
+        return size_from_request(live), "environment"
+    if record is None or not record.last_good_backup_id:
+        raise ValueError("neither running nor paused with a snapshot: its size is unknown")
+    key = f"{snapshot_prefix(environment.name, record.last_good_backup_id)}/{SNAPSHOT_FILE}"
+    # Read without authenticating the snapshot (as the fleet scheduler reads its tags): only a
+    # price depends on it, and its sealed configuration options are not needed.
+    body = fleet.client("s3").get_object(Bucket=fleet.stack.bucket, Key=key)["Body"].read()
+    return size_from_request(json.loads(body)["create_request"]), "snapshot"
+
+
+class Priced(NamedTuple):
+    size: EnvironmentSize
+    size_from: Literal["environment", "snapshot"]
+    hourly_price: Decimal
+    region: str
+
+
+def priced(fleet: Fleet, environment: ObservedEnvironment, record: EnvironmentRecord | None) -> Priced | str:
+    """The environment's size and list price, or why they are unknown (savings are never guessed).
+    Never raises."""
+    from mwaa_control.schedules.pricing import UnknownPrice, hourly_price  # noqa: PLC0415 - see the note above
+
+    try:
+        size, size_from = environment_size(fleet, environment, record)
+        return Priced(size, size_from, hourly_price(size, fleet.stack.region), fleet.stack.region)
+    except UnknownPrice as unknown:
+        return f"{unknown}: savings are not guessed"
+    except Exception as error:  # one environment's failure never hides the others
+        return f"size unknown ({type(error).__name__}: {str(error)[:200]})"
+
+
+def _figure(
+    paused: Sequence[tuple[dt.datetime, dt.datetime | None]],
+    start: dt.datetime,
+    end: dt.datetime,
+    price: Priced,
+) -> SavingsFigure:
+    from mwaa_control.schedules.pricing import CENT, savings  # noqa: PLC0415 - see the note above
+
+    saved = savings(paused, start, end, price.size, price.region)
+    return SavingsFigure(start=start, end=end, hours_paused=saved.hours_paused.quantize(CENT), usd=saved.saved)
+
+
+def realised(pauses: RecordedPauses, start: dt.datetime, end: dt.datetime, price: Priced) -> MeasuredFigure:
+    """What the recorded pauses saved over [start, end) (see MEASURED)."""
+    figure = _figure(pauses.intervals, start, end, price)
+    return MeasuredFigure(**figure.model_dump(), measured_from=pauses.measured_from)
+
+
+def _legacy(figure: SavingsFigure | None) -> bool:
+    return isinstance(figure, MeasuredFigure) and figure.measured_from == "updated_at"
+
+
+def _saved(figure: SavingsFigure | None) -> str:
+    """USD and paused hours; '*' marks a figure measured from a legacy record (see LEGACY)."""
+    if figure is None:
+        return "-"
+    return f"${figure.usd}{'*' if _legacy(figure) else ''} ({figure.hours_paused} h)"
+
+
 # --- status ------------------------------------------------------------------------------------------
 
 
@@ -157,6 +308,10 @@ class EnvironmentStatus(BaseModel):
     next_action: NextAction | None
     override: ActiveOverride | None
     last_verified_backup: str | None
+    saved_this_month: MeasuredFigure | None = None
+    """Realised this month (UTC) up to now, as `mwaactl savings` measures it; None when the
+    environment's size or price is unknown (`savings_problem` says why)."""
+    savings_problem: str | None = None
     problem: str | None = None
 
 
@@ -212,6 +367,7 @@ def fleet_status(fleet: Fleet, now: dt.datetime) -> FleetStatus:
     from mwaa_control.schedules.config import ScheduleConfigError, managed_environment  # noqa: PLC0415
     from mwaa_control.schedules.evaluate import next_transition  # noqa: PLC0415
 
+    month_start, _ = _month(None, now)
     document, problems, observer, overrides, records = _readers(fleet, now)
     seen = observer.observe(document.environments)
     rows: list[EnvironmentStatus] = []
@@ -238,6 +394,8 @@ def fleet_status(fleet: Fleet, now: dt.datetime) -> FleetStatus:
             status = "paused"
         else:
             status = "absent"
+        pauses = recorded_pauses(record, absent=environment.status is None)
+        price = priced(fleet, environment, record)
         rows.append(
             EnvironmentStatus(
                 environment=name,
@@ -250,6 +408,8 @@ def fleet_status(fleet: Fleet, now: dt.datetime) -> FleetStatus:
                 if active is None
                 else ActiveOverride(kind=active.kind.value, until=active.until, reason=active.reason),
                 last_verified_backup=None if record is None else record.last_good_backup_id,
+                saved_this_month=None if isinstance(price, str) else realised(pauses, month_start, now, price),
+                savings_problem=price if isinstance(price, str) else None,
                 problem=problem,
             )
         )
@@ -260,10 +420,56 @@ def _when(instant: dt.datetime) -> str:
     return instant.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def print_status(report: FleetStatus) -> None:
-    from rich.table import Table  # noqa: PLC0415 - see the note above
+def show_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    title: str | None = None,
+    total: Sequence[str] | None = None,
+) -> None:
+    """A table, when its words fit whole in the console's width; else, in a narrow terminal, one
+    block per row: its first cell, then the others under their headers, so that no name, id or
+    time is cut. `total`: a last row, set apart (in a block, only its filled cells)."""
+    from rich.measure import Measurement  # noqa: PLC0415 - see the note above
+    from rich.table import Table  # noqa: PLC0415
 
-    table = Table("environment", "status", "phase", "schedule", "next action", "override", "last verified backup")
+    table = Table(*headers, title=title)
+    for row in rows:
+        table.add_row(*row)
+    if total is not None:
+        table.add_section()
+        table.add_row(*total)
+    # Measured unbounded: its minimum is then the sum of each column's longest word (and the rules).
+    if Measurement.get(console, console.options.update_width(10_000), table).minimum <= console.width:
+        console.print(table)
+        return
+    if title is not None:
+        console.print(title, style="italic", markup=False, soft_wrap=True)
+    blocks = Table(box=None, show_header=False, show_edge=False, pad_edge=False)
+    blocks.add_column(no_wrap=True)
+    blocks.add_column(overflow="fold")
+    for number, row in enumerate([*rows, *([total] if total is not None else [])]):
+        if number:
+            blocks.add_row("", "")
+        blocks.add_row(f"[bold]{row[0]}[/bold]", "")
+        for header, cell in zip(headers[1:], row[1:], strict=True):
+            if cell or row is not total:
+                blocks.add_row(f"  {header}", cell)
+    console.print(blocks)
+
+
+def print_status(report: FleetStatus) -> None:
+    headers = (
+        "environment",
+        "status",
+        "phase",
+        "schedule",
+        "next action",
+        "override",
+        "last verified backup",
+        "saved this month",
+    )
+    rows: list[tuple[str, ...]] = []
     for row in report.environments:
         status = {"paused": "[cyan]paused[/cyan]", "AVAILABLE": "[green]AVAILABLE[/green]"}.get(row.status, row.status)
         phase = (row.phase or "-") + (" (operation running)" if row.operation_running else "")
@@ -273,16 +479,21 @@ def print_status(report: FleetStatus) -> None:
             else f"{row.next_action.target} at {_when(row.next_action.at)} ({row.next_action.reason})"
         )
         override = "-" if row.override is None else f"{row.override.kind} until {_when(row.override.until)}"
-        table.add_row(
-            escape(row.environment),
-            status,
-            phase,
-            escape(row.schedule or "-"),
-            action,
-            override,
-            escape(row.last_verified_backup or "-"),
+        rows.append(
+            (
+                escape(row.environment),
+                status,
+                phase,
+                escape(row.schedule or "-"),
+                action,
+                override,
+                escape(row.last_verified_backup or "-"),
+                _saved(row.saved_this_month),
+            )
         )
-    console.print(table)
+    show_table(headers, rows)
+    if any(_legacy(row.saved_this_month) for row in report.environments):
+        console.print(f"[dim]{escape(LEGACY)}[/dim]", soft_wrap=True)
     for row in report.environments:
         if row.problem:
             errors.print(f"[yellow]{escape(row.environment)}:[/yellow] {escape(row.problem)}", soft_wrap=True)
@@ -299,14 +510,23 @@ def status(
     profile: Profile = None,
     output: Annotated[Literal["table", "json"], typer.Option("--output", "-o", help="table or json")] = "table",
 ) -> None:
-    """The managed fleet: each environment's MWAA status (or "paused"), pause/resume phase, schedule
-    and next scheduled action, active override and the backup its resume would restore.
+    """The managed fleet: each environment's state, schedule and savings.
+
+    Each environment's MWAA status (or "paused"), pause/resume phase, schedule
+    and next scheduled action, active override, the backup its resume would
+    restore, and what pausing saved it this month (UTC, measured as `mwaactl
+    savings` measures it; "-" when its size or price is unknown: `mwaactl
+    savings` says why). A terminal too narrow for the table shows one block per
+    environment.
+
     Exit codes: 0 shown, 1 the stack or the fleet could not be read."""
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - see the note above
 
+    from mwaa_control import clock  # noqa: PLC0415
+
     fleet = _fleet(stack, region, profile)
     try:
-        report = fleet_status(fleet, dt.datetime.now(dt.UTC))
+        report = fleet_status(fleet, clock.now())
     except (ClientError, BotoCoreError, ControlPlaneError) as error:
         _fail(f"{error} (check that your role may read the stack's state table, bucket and MWAA)")
     if output == "json":
@@ -468,13 +688,15 @@ def pause(
     no_wait: NoWait = False,
     poll: Poll = 5.0,
 ) -> None:
-    """Pause ENVIRONMENT now: back up and verify its metadata, snapshot it, delete it (the Pause
-    workflow), following it until it ends. The fleet scheduler resumes it at its schedule's next
-    running period unless an override keeps it paused.
+    """Pause ENVIRONMENT now, following the Pause workflow until it ends.
 
-    Exit codes: 0 the workflow succeeded (or was started, with --no-wait), 1 it failed, timed out or
-    was aborted (its cause is printed), 2 wrong arguments, 130 stopped following with Ctrl-C (the
-    workflow goes on)."""
+    The workflow backs up and verifies its metadata, snapshots it and deletes
+    it. The fleet scheduler resumes it at its schedule's next running period
+    unless an override keeps it paused.
+
+    Exit codes: 0 the workflow succeeded (or was started, with --no-wait), 1 it
+    failed, timed out or was aborted (its cause is printed), 2 wrong arguments,
+    130 stopped following with Ctrl-C (the workflow goes on)."""
     _run("pause", {"environment": environment, "trigger": {"source": "mwaactl"}}, stack, region, profile, no_wait, poll)
 
 
@@ -490,13 +712,15 @@ def resume(
     no_wait: NoWait = False,
     poll: Poll = 5.0,
 ) -> None:
-    """Resume the paused ENVIRONMENT now: create it again from its snapshot and restore its
-    metadata (the Resume workflow), following it until it ends. The fleet scheduler pauses it at
-    its schedule's next paused period unless an override keeps it awake.
+    """Resume the paused ENVIRONMENT now, following the Resume workflow until it ends.
 
-    Exit codes: 0 the workflow succeeded (or was started, with --no-wait), 1 it failed, timed out or
-    was aborted (its cause is printed), 2 wrong arguments, 130 stopped following with Ctrl-C (the
-    workflow goes on)."""
+    The workflow creates it again from its snapshot and restores its metadata.
+    The fleet scheduler pauses it at its schedule's next paused period unless an
+    override keeps it awake.
+
+    Exit codes: 0 the workflow succeeded (or was started, with --no-wait), 1 it
+    failed, timed out or was aborted (its cause is printed), 2 wrong arguments,
+    130 stopped following with Ctrl-C (the workflow goes on)."""
     execution_input: dict[str, Any] = {"environment": environment, "trigger": {"source": "mwaactl"}}
     if backup:
         execution_input["backup_id"] = backup
@@ -512,9 +736,9 @@ def follow(
 ) -> None:
     """Follow a running pause or resume (one started with --no-wait, or by the fleet scheduler).
 
-    Exit codes: 0 the workflow succeeded (or was started, with --no-wait), 1 it failed, timed out or
-    was aborted (its cause is printed), 2 wrong arguments, 130 stopped following with Ctrl-C (the
-    workflow goes on)."""
+    Exit codes: 0 the workflow succeeded (or was started, with --no-wait), 1 it
+    failed, timed out or was aborted (its cause is printed), 2 wrong arguments,
+    130 stopped following with Ctrl-C (the workflow goes on)."""
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - see the note above
 
     fleet = _fleet(stack, region, profile)
@@ -550,20 +774,25 @@ def override(
     region: Region = None,
     profile: Profile = None,
 ) -> None:
-    """Override ENVIRONMENT's schedule until a time, or clear its overrides. The fleet scheduler
-    acts on it at its next run (an override it has not seen yet does nothing). Give exactly one of
-    --keep-awake-until, --stay-paused-until, --clear.
-    Exit codes: 0 done, 1 refused (a time in the past, no permission), 2 wrong arguments."""
+    """Override ENVIRONMENT's schedule until a time, or clear its overrides.
+
+    The fleet scheduler acts on it at its next run (an override it has not seen
+    yet does nothing). Give exactly one of --keep-awake-until,
+    --stay-paused-until, --clear.
+
+    Exit codes: 0 done, 1 refused (a time in the past, no permission), 2 wrong
+    arguments."""
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - see the note above
     from pydantic import ValidationError  # noqa: PLC0415
 
+    from mwaa_control import clock  # noqa: PLC0415
     from mwaa_control.schedules.model import Override, OverrideKind  # noqa: PLC0415
     from mwaa_control.schedules.overrides import OverrideStore  # noqa: PLC0415
 
     chosen = [x for x in (keep_awake_until, stay_paused_until) if x is not None] + (["clear"] if clear else [])
     if len(chosen) != 1:
         raise typer.BadParameter("give exactly one of --keep-awake-until, --stay-paused-until, --clear")
-    now = dt.datetime.now(dt.UTC)
+    now = clock.now()
     kind = OverrideKind.KEEP_AWAKE if keep_awake_until else OverrideKind.STAY_PAUSED
     until = now if clear else _instant(keep_awake_until or stay_paused_until or "", f"--{kind.value}-until")
     if not clear and until <= now:
@@ -597,8 +826,12 @@ def backups(
         bool, typer.Option(help="authenticate each backup with the stack's KMS key (one KMS call per backup)")
     ] = True,
 ) -> None:
-    """ENVIRONMENT's backups in the stack's bucket with their verification state (as `mwaactl
-    metadata list`), and the one its resume restores by default.
+    """ENVIRONMENT's backups, whether each verifies, and the one resume restores.
+
+    The backups in the stack's bucket with their verification state (as `mwaactl
+    metadata list` shows them), and the one its resume restores by default: the
+    one its last pause verified.
+
     Exit codes: 0 listed, 1 the stack or the bucket could not be read."""
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - see the note above
 
@@ -626,30 +859,10 @@ def backups(
 
 # --- savings -----------------------------------------------------------------------------------------
 
-MEASURED = (
-    "realised = measured: the hours since the state table recorded each environment's current pause "
-    "(its PAUSED record's updated_at). The table keeps no history of earlier pauses yet, so pauses that "
-    "ended before now are not counted: a lower bound."
-)
 PROJECTED = (
     "projected = from the schedule: the paused hours its schedule, holidays and overrides plan for the "
     "rest of the month, as if the fleet scheduler follows them."
 )
-PRICED = (
-    "priced at list prices (USD) for the minimum capacity: environment class, MinWorkers, Schedulers, "
-    "MinWebservers (a paused environment's from its snapshot); autoscaled workers are not counted."
-)
-
-
-class SavingsFigure(BaseModel):
-    """Paused hours over [start, end) and what they saved."""
-
-    start: dt.datetime
-    end: dt.datetime
-    hours_paused: Decimal
-    """Rounded to 0.01 h for reading; `usd` is computed from the exact hours."""
-    usd: Decimal
-    """To the cent."""
 
 
 class EnvironmentSavings(BaseModel):
@@ -663,8 +876,9 @@ class EnvironmentSavings(BaseModel):
     size_from: Literal["environment", "snapshot"] | None
     hourly_price: Decimal | None
     paused_since: dt.datetime | None
-    """When the state table recorded the current pause; None unless paused now."""
-    realised: SavingsFigure | None
+    """When the current pause began (its open interval, or a legacy record's updated_at); None
+    unless paused now."""
+    realised: MeasuredFigure | None
     """Measured, from month start to now (see MEASURED)."""
     projected: SavingsFigure | None
     """From the schedule, from now to month end (see PROJECTED); None without a schedule."""
@@ -680,83 +894,20 @@ class FleetSavings(BaseModel):
     realised_usd: Decimal
     projected_usd: Decimal
     notes: dict[str, str]
+    """realised, projected, prices; legacy_records when a row is measured from a legacy record."""
     document_problems: list[str] = []
-
-
-def _month(text: str | None, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    """[first instant, first instant of the next month) in UTC."""
-    if text is None:
-        year, month = now.year, now.month
-    else:
-        try:
-            year, month = (int(part) for part in text.split("-"))
-            dt.date(year, month, 1)
-        except ValueError as error:
-            raise typer.BadParameter(
-                f"{text!r} is not a month: use YYYY-MM, e.g. 2026-11", param_hint="--month"
-            ) from error
-    start = dt.datetime(year, month, 1, tzinfo=dt.UTC)
-    end = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC)
-    return start, end
-
-
-def _size_from_request(request: dict[str, Any]) -> EnvironmentSize:
-    """GetEnvironment and a snapshot's CreateEnvironment request name the sizing fields alike;
-    a field they leave out has MWAA's default (EnvironmentSize's)."""
-    from mwaa_control.schedules.pricing import EnvironmentSize  # noqa: PLC0415 - see the note above
-
-    fields = {
-        "environment_class": request.get("EnvironmentClass"),
-        "min_workers": request.get("MinWorkers"),
-        "schedulers": request.get("Schedulers"),
-        "min_webservers": request.get("MinWebservers"),
-    }
-    return EnvironmentSize(**{k: v for k, v in fields.items() if v is not None})
-
-
-def environment_size(
-    fleet: Fleet, environment: ObservedEnvironment, record: EnvironmentRecord | None
-) -> tuple[EnvironmentSize, Literal["environment", "snapshot"]]:
-    """What the environment costs per hour is set by its live configuration, or, while it is
-    paused, by the snapshot its resume recreates it from. Raises ValueError when neither exists."""
-    from mwaa_control.pause.snapshot import SNAPSHOT_FILE, snapshot_prefix  # noqa: PLC0415
-
-    if environment.status is not None:
-        live = fleet.client("mwaa").get_environment(Name=environment.name)["Environment"]
-        return _size_from_request(live), "environment"
-    if record is None or not record.last_good_backup_id:
-        raise ValueError("neither running nor paused with a snapshot: its size is unknown")
-    key = f"{snapshot_prefix(environment.name, record.last_good_backup_id)}/{SNAPSHOT_FILE}"
-    # Read without authenticating the snapshot (as the fleet scheduler reads its tags): only a
-    # price depends on it, and its sealed configuration options are not needed.
-    body = fleet.client("s3").get_object(Bucket=fleet.stack.bucket, Key=key)["Body"].read()
-    return _size_from_request(json.loads(body)["create_request"]), "snapshot"
-
-
-def _figure(
-    paused: Sequence[tuple[dt.datetime, dt.datetime | None]],
-    start: dt.datetime,
-    end: dt.datetime,
-    size: EnvironmentSize,
-    region: str,
-) -> SavingsFigure:
-    from mwaa_control.schedules.pricing import CENT, savings  # noqa: PLC0415 - see the note above
-
-    saved = savings(paused, start, end, size, region)
-    return SavingsFigure(start=start, end=end, hours_paused=saved.hours_paused.quantize(CENT), usd=saved.saved)
 
 
 def fleet_savings(fleet: Fleet, month: str | None, now: dt.datetime) -> FleetSavings:
     from mwaa_control.pause.models import Phase  # noqa: PLC0415 - see the note above
     from mwaa_control.schedules.config import ScheduleConfigError, managed_environment  # noqa: PLC0415
     from mwaa_control.schedules.evaluate import paused_intervals, timeline  # noqa: PLC0415
-    from mwaa_control.schedules.pricing import UnknownPrice, hourly_price  # noqa: PLC0415
+    from mwaa_control.schedules.pricing import paused_duration  # noqa: PLC0415
 
     start, end = _month(month, now)
     # Measured up to now, projected after it; a past month has nothing left to project, a future
     # one nothing measured yet.
     cut = min(max(now, start), end)
-    stack = fleet.stack
     document, problems, observer, overrides, records = _readers(fleet, now)
     rows: list[EnvironmentSavings] = []
     for environment in observer.observe(document.environments).environments:
@@ -766,9 +917,11 @@ def fleet_savings(fleet: Fleet, month: str | None, now: dt.datetime) -> FleetSav
             managed = managed_environment(document, name, environment.tags or {})
         except ScheduleConfigError:
             managed = None  # `mwaactl status` names the problem; nothing is scheduled for it
-        if managed is None and not paused_now:
-            continue  # neither scheduled nor paused by us: nothing saved
         record = records.record(name)
+        pauses = recorded_pauses(record, absent=environment.status is None)
+        paused_in_month = paused_duration(pauses.intervals, start, cut) > dt.timedelta(0)
+        if managed is None and not paused_now and not paused_in_month:
+            continue  # neither scheduled nor paused by us: nothing saved
         schedule = None if managed is None else next(k for k, v in document.schedules.items() if v == managed.schedule)
         row = EnvironmentSavings(
             environment=name,
@@ -777,24 +930,21 @@ def fleet_savings(fleet: Fleet, month: str | None, now: dt.datetime) -> FleetSav
             environment_class=None,
             size_from=None,
             hourly_price=None,
-            paused_since=record.updated_at if paused_now and record is not None else None,
+            paused_since=pauses.paused_since,
             realised=None,
             projected=None,
         )
-        try:
-            size, size_from = environment_size(fleet, environment, record)
-            price = hourly_price(size, stack.region)
-        except UnknownPrice as unknown:
-            row.problem = f"{unknown}: savings are not guessed"
+        price = priced(fleet, environment, record)
+        if isinstance(price, str):
+            row.problem = price
             rows.append(row)
             continue
-        except Exception as error:  # one environment's failure never hides the others
-            row.problem = f"size unknown ({type(error).__name__}: {str(error)[:200]})"
-            rows.append(row)
-            continue
-        row.environment_class, row.size_from, row.hourly_price = size.environment_class, size_from, price
-        measured = [] if row.paused_since is None else [(row.paused_since, None)]
-        row.realised = _figure(measured, start, cut, size, stack.region)
+        row.environment_class, row.size_from, row.hourly_price = (
+            price.size.environment_class,
+            price.size_from,
+            price.hourly_price,
+        )
+        row.realised = realised(pauses, start, cut, price)
         if managed is not None:
             planned = (
                 []
@@ -808,8 +958,12 @@ def fleet_savings(fleet: Fleet, month: str | None, now: dt.datetime) -> FleetSav
                     end,
                 )
             )
-            row.projected = _figure(paused_intervals(planned), cut, end, size, stack.region)
+            row.projected = _figure(paused_intervals(planned), cut, end, price)
         rows.append(row)
+    notes = {"realised": MEASURED, "projected": PROJECTED, "prices": PRICED}
+    legacy = [row.environment for row in rows if _legacy(row.realised)]
+    if legacy:
+        notes["legacy_records"] = f"{LEGACY[:-1]}: {', '.join(legacy)}."
     return FleetSavings(
         month=start.strftime("%Y-%m"),
         start=start,
@@ -818,20 +972,13 @@ def fleet_savings(fleet: Fleet, month: str | None, now: dt.datetime) -> FleetSav
         environments=rows,
         realised_usd=sum((r.realised.usd for r in rows if r.realised), Decimal("0.00")),
         projected_usd=sum((r.projected.usd for r in rows if r.projected), Decimal("0.00")),
-        notes={"realised": MEASURED, "projected": PROJECTED, "prices": PRICED},
+        notes=notes,
         document_problems=problems,
     )
 
 
-def _money(figure: SavingsFigure | None) -> str:
-    return "-" if figure is None else f"${figure.usd} ({figure.hours_paused} h)"
-
-
 def print_savings(report: FleetSavings) -> None:
-    from rich.table import Table  # noqa: PLC0415 - see the note above
-
-    title = f"savings in {report.month} (UTC), as of {_when(report.as_of)}"
-    table = Table(
+    headers = (
         "environment",
         "status",
         "schedule",
@@ -839,21 +986,21 @@ def print_savings(report: FleetSavings) -> None:
         "paused since",
         "realised (measured)",
         "projected (schedule)",
-        title=title,
     )
-    for row in report.environments:
-        table.add_row(
+    rows = [
+        (
             escape(row.environment),
             row.status,
             escape(row.schedule or "-"),
             "-" if row.hourly_price is None else f"{row.hourly_price} ({row.environment_class})",
             "-" if row.paused_since is None else _when(row.paused_since),
-            _money(row.realised),
-            _money(row.projected),
+            _saved(row.realised),
+            _saved(row.projected),
         )
-    table.add_section()
-    table.add_row("total", "", "", "", "", f"${report.realised_usd}", f"${report.projected_usd}")
-    console.print(table)
+        for row in report.environments
+    ]
+    total = ("total", "", "", "", "", f"${report.realised_usd}", f"${report.projected_usd}")
+    show_table(headers, rows, title=f"savings in {report.month} (UTC), as of {_when(report.as_of)}", total=total)
     for note in report.notes.values():
         console.print(f"[dim]{escape(note)}[/dim]", soft_wrap=True)
     for row in report.environments:
@@ -874,12 +1021,15 @@ def savings(
 ) -> None:
     """What pausing saves each scheduled or paused environment in a month, in USD to the cent.
 
-    Realised is MEASURED: the hours since the state table recorded the environment's current pause
-    (earlier pauses are not recorded yet, so it is a lower bound). Projected is FROM THE SCHEDULE:
-    the paused hours its schedule, holidays and overrides plan from now to the month's end. Both at
-    list prices for the minimum capacity (class, MinWorkers, Schedulers, MinWebservers).
+    Realised is MEASURED: the paused intervals the state table recorded in the
+    month up to now. An environment whose record predates them counts its
+    current pause only, a lower bound (marked *). Projected is FROM THE
+    SCHEDULE: the paused hours its schedule, holidays and overrides plan from
+    now to the month's end. Both at list prices for the minimum capacity (class,
+    MinWorkers, Schedulers, MinWebservers).
 
-    Exit codes: 0 shown, 1 the stack or the fleet could not be read, 2 wrong arguments."""
+    Exit codes: 0 shown, 1 the stack or the fleet could not be read, 2 wrong
+    arguments."""
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - see the note above
 
     from mwaa_control import clock  # noqa: PLC0415

@@ -51,8 +51,10 @@ def trigger(
     poll: Annotated[float, typer.Option(help="seconds between state checks")] = 15,
     region: Region = None,
 ) -> None:
-    """Trigger DAG on ENVIRONMENT. Exit 0 when triggered (or succeeded with --wait), 1 on failure,
-    2 when --wait ran out of time while the run was still going."""
+    """Trigger DAG_ID on ENVIRONMENT.
+
+    Exit codes: 0 triggered (or, with --wait, succeeded), 1 failed, 2 --wait ran
+    out of time while the run was still going."""
     from mwaa_control.airflow.errors import AirflowError  # noqa: PLC0415 - see the note above
     from mwaa_control.composition import airflow_client  # noqa: PLC0415
 

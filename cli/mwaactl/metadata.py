@@ -25,7 +25,9 @@ console = Console()
 errors = Console(stderr=True)
 
 DbUrl = Annotated[str, typer.Option("--db-url", help="SQLAlchemy URL of the Airflow metadata database")]
-Environment = Annotated[str, typer.Option("--environment", "-e", help="environment name (backups/{environment}/...)")]
+Environment = Annotated[
+    str, typer.Option("--environment", "-e", help="environment name (its backups: backups/ENVIRONMENT/)")
+]
 KmsKey = Annotated[
     str | None,
     typer.Option(
@@ -55,7 +57,7 @@ AllowUnauthenticated = Annotated[
     typer.Option(
         "--allow-unauthenticated",
         help="DANGEROUS: restore a backup that cannot be authenticated (no manifest.mac: written without "
-        "a KMS key or by an older version). Anyone who can write the backup bucket can write such a "
+        "a key (KMS or local) or by an older version). Anyone who can write the backup bucket can write such a "
         "backup, and restored pickles run code when Airflow reads them (they are still checked). Use "
         "only for a backup whose origin you know. A backup that FAILS authentication is refused anyway.",
     ),
@@ -68,6 +70,9 @@ FernetEnv = Annotated[
     ),
 ]
 Region = Annotated[str | None, typer.Option(help="AWS region (default: the SDK's)")]
+DRAIN = "Drain (before backing up)"
+"""The drain options, a panel of their own: in one table with the others, their --no- forms leave
+the help column too narrow at 80 columns for the names it quotes."""
 NO_KEY_TO_CHOOSE = (
     "give --backup-id, or a key (--kms-key-id, --key-file or MWAA_CONTROL_LOCAL_KEY) to find the newest "
     "authenticated backup"
@@ -120,15 +125,25 @@ def backup(
     key_file: KeyFile = None,
     fernet_key_env: FernetEnv = "AIRFLOW__CORE__FERNET_KEY",
     airflow_version: Annotated[str | None, typer.Option(help="recorded in the manifest")] = None,
-    drain: Annotated[bool, typer.Option(help="pause DAGs and wait for running tasks first")] = False,
-    drain_timeout: Annotated[float, typer.Option(help="seconds to wait for running tasks")] = 1800,
-    on_timeout: Annotated[str, typer.Option(help="abort | proceed (record what is in flight)")] = "abort",
-    leave_paused: Annotated[bool, typer.Option(help="keep DAGs paused afterwards (before a pause)")] = False,
+    drain: Annotated[
+        bool, typer.Option(help="pause DAGs and wait for running tasks first", rich_help_panel=DRAIN)
+    ] = False,
+    drain_timeout: Annotated[
+        float, typer.Option(help="seconds to wait for running tasks", rich_help_panel=DRAIN)
+    ] = 1800,
+    on_timeout: Annotated[
+        str, typer.Option(help="abort | proceed (record what is in flight)", rich_help_panel=DRAIN)
+    ] = "abort",
+    leave_paused: Annotated[
+        bool, typer.Option(help="keep DAGs paused afterwards (before a pause)", rich_help_panel=DRAIN)
+    ] = False,
     region: Region = None,
 ) -> None:
-    """Back up the metadata database to a new backups/{environment}/{backup_id}/. Give --kms-key-id
-    or a local key (--key-file, MWAA_CONTROL_LOCAL_KEY): without a key the backup cannot be
-    authenticated, and restores refuse it by default."""
+    """Back up the metadata database to a new backups/{environment}/{backup_id}/.
+
+    Give --kms-key-id or a local key (--key-file, MWAA_CONTROL_LOCAL_KEY):
+    without a key the backup cannot be authenticated, and restores refuse it by
+    default."""
     from mwaa_control.metadata.backup import BackupEngine, BackupRequest, Drain  # noqa: PLC0415 - see the note above
     from mwaa_control.metadata.database import open_database  # noqa: PLC0415
 
@@ -172,12 +187,8 @@ def restore(
     allow_unauthenticated: AllowUnauthenticated = False,
     accept_unverifiable_fernet_key: Annotated[
         bool,
-        typer.Option(
-            "--accept-unverifiable-fernet-key",
-            help="restore secrets although the target holds no encrypted value that proves the Fernet key is its "
-            "own (a new environment). A wrong key makes them unreadable: --repair-secrets with the right key "
-            "rewrites them.",
-        ),
+        # Described in the docstring: the options table cuts a name this long at 80 columns.
+        typer.Option("--accept-unverifiable-fernet-key", hidden=True),
     ] = False,
     repair_secrets: Annotated[
         bool,
@@ -197,8 +208,15 @@ def restore(
     ] = None,
     region: Region = None,
 ) -> None:
-    """Restore a backup into a migrated Airflow database of the same version: all or nothing, and
-    only once the backup is authenticated (give --kms-key-id, --key-file or MWAA_CONTROL_LOCAL_KEY)."""
+    """Restore a backup into a migrated Airflow database of the same version.
+
+    All or nothing, and only once the backup is authenticated (give
+    --kms-key-id, --key-file or MWAA_CONTROL_LOCAL_KEY).
+
+    --accept-unverifiable-fernet-key: restore secrets although the target holds
+    no encrypted value that proves the Fernet key is its own (a new
+    environment). A wrong key makes them unreadable: --repair-secrets with the
+    right key rewrites them."""
     from mwaa_control.metadata.database import open_database  # noqa: PLC0415 - see the note above
     from mwaa_control.metadata.restore import RestoreEngine, RestoreRequest  # noqa: PLC0415
     from mwaa_control.metadata.verify import latest_backup  # noqa: PLC0415
@@ -252,8 +270,11 @@ def verify(
     fernet_key_env: FernetEnv = "AIRFLOW__CORE__FERNET_KEY",
     region: Region = None,
 ) -> None:
-    """Check a backup's authenticity (with a KMS or local key), its files against its manifest and its
-    pickled values, and optionally a restored database against it."""
+    """Check a backup, and optionally a database restored from it.
+
+    The backup's authenticity (with a KMS or local key), its files against its
+    manifest and its pickled values; with --db-url, a restored database against
+    it."""
     from rich.table import Table  # noqa: PLC0415 - see the note above
 
     from mwaa_control.metadata.database import open_database  # noqa: PLC0415
@@ -299,10 +320,12 @@ def list_(
     key_file: KeyFile = None,
     region: Region = None,
 ) -> None:
-    """List complete backups (those with a manifest), oldest first, and whether each verifies:
-    "verified" (authenticated), "damaged" (truncated or unparsable manifest, no manifest.mac, MAC
-    mismatch, the key refusing or failing: never restored) or "not checked" (no key; one KMS
-    call per backup)."""
+    """List complete backups (those with a manifest), oldest first, and whether each verifies.
+
+    "verified" (authenticated), "damaged" (truncated or unparsable manifest, no
+    manifest.mac, MAC mismatch, the key refusing or failing: never restored) or
+    "not checked" (no key given). With a KMS key, authenticating takes one KMS
+    call per backup; with a local key, none."""
     from rich.table import Table  # noqa: PLC0415 - see the note above
 
     from mwaa_control.metadata.verify import list_backups  # noqa: PLC0415
@@ -338,9 +361,11 @@ def list_(
 def keygen(
     path: Annotated[Path, typer.Argument(help="the new key file (mode 0600); an existing file is never overwritten")],
 ) -> None:
-    """Make a local key (256 bits, random) for backups outside AWS: use it with --key-file PATH, or
-    export MWAA_CONTROL_LOCAL_KEY="$(cat PATH)". Keep a copy somewhere safe: backups sealed with it
-    cannot be restored without it."""
+    """Make a local key (256 bits, random) for backups outside AWS.
+
+    Use it with --key-file PATH, or export MWAA_CONTROL_LOCAL_KEY="$(cat PATH)".
+    Keep a copy somewhere safe: backups sealed with it cannot be restored
+    without it."""
     from mwaa_control.metadata.sealing import generate_key_file  # noqa: PLC0415 - see the note above
 
     try:

@@ -92,7 +92,7 @@ def test_status_shows_the_paused_environment_its_schedule_next_action_and_backup
     assert row["override"] is None
     action = row["next_action"]
     assert action is not None and action["target"] in ("RUNNING", "PAUSED")
-    assert dt.datetime.fromisoformat(action["at"]) > dt.datetime.now(dt.UTC)
+    assert dt.datetime.fromisoformat(action["at"]) > cloud.clock.now()  # the control plane's now, not the wall's
     assert table.exit_code == 0, table.output
     assert "etl-paused" in table.stdout and "office-hours" in table.stdout and "paused" in table.stdout
     assert cloud.asked[-1] == ("prod-mwaa", "eu-west-1", "oncall")  # type: ignore[attr-defined]
