@@ -56,7 +56,7 @@ from pydantic import ValidationError
 
 from mwaa_control.metadata.errors import BackupCorrupt, BackupNotAuthentic, MetadataError
 from mwaa_control.metadata.manifest import MANIFEST, MANIFEST_MAC, EnvelopeEntry, Manifest, backup_prefix
-from mwaa_control.metadata.sealing import KeyService, Sealer
+from mwaa_control.metadata.sealing import KeyService, LocalKeyMismatch, LocalKeyService, Sealer
 from mwaa_control.metadata.store import BackupStore
 
 MAC_FORMAT = "mwaa-control-manifest-mac/1"
@@ -185,10 +185,11 @@ def open_backup(
     expected = backup_context(environment, backup_id)
     if mac is None or keys is None:
         why = (
-            f"{where} has no manifest.mac (made without a KMS key, or by a version before authenticated "
-            "backups): nothing proves who wrote it"
+            f"{where} has no manifest.mac (made without a key, KMS or local, or by a version before "
+            "authenticated backups): nothing proves who wrote it"
             if mac is None
-            else f"{where} cannot be authenticated without the KMS key that wrapped its data key (--kms-key-id)"
+            else f"{where} cannot be authenticated without the key that wrapped its data key "
+            "(--kms-key-id, --key-file or MWAA_CONTROL_LOCAL_KEY)"
         )
         if not allow_unauthenticated:
             raise BackupNotAuthentic(
@@ -199,12 +200,12 @@ def open_backup(
         _check_identity(manifest, environment, backup_id, where)
         key = None
         if keys is not None and manifest.envelope is not None:
-            # Still bound to the requested environment and id: its secrets unseal only if KMS agrees.
+            # Still bound to the requested environment and id: its secrets unseal only if the key agrees.
             key = _unwrap(keys, manifest.envelope.key_id, manifest.envelope.encrypted_key, expected, where)
         if mac is None:
             return OpenedBackup(manifest, environment, backup_id, prefix, False, f"not authenticated: {why}", key)
         return OpenedBackup(
-            manifest, environment, backup_id, prefix, None, "not checked (not authenticated): no KMS key given", key
+            manifest, environment, backup_id, prefix, None, "not checked (not authenticated): no key given", key
         )
     key_id, encrypted = _raw_envelope(raw, where)
     key = _unwrap(keys, key_id, encrypted, expected, where)
@@ -223,7 +224,7 @@ def open_backup(
         backup_id,
         prefix,
         True,
-        f"authenticated: data key unwrapped by KMS for {environment}/{backup_id}, manifest MAC verified",
+        f"authenticated: data key unwrapped by {key_name(keys)} for {environment}/{backup_id}, manifest MAC verified",
         key,
     )
 
@@ -266,12 +267,14 @@ def _unwrap(keys: KeyService, key_id: str, encrypted: str, context: dict[str, st
     try:
         blob = base64.b64decode(encrypted, validate=True)
         plaintext = keys.decrypt_data_key(blob, context)
+    except LocalKeyMismatch as error:
+        raise BackupNotAuthentic(f"{where}: sealed with another key: {error}. Nothing was changed.") from None
     except (binascii.Error, ValueError) as error:
         raise BackupNotAuthentic(f"{where}: the data key envelope is not valid ({error})") from None
     except Exception as error:
         raise BackupNotAuthentic(
-            f"{where}: KMS refused to unwrap its data key for {context} ({_kms_reason(error)}): it was not "
-            "written for this environment and backup id, or not under this KMS key. Nothing was changed."
+            f"{where}: {key_name(keys)} refused to unwrap its data key for {context} ({_kms_reason(error)}): it "
+            "was not written for this environment and backup id, or not under this key. Nothing was changed."
         ) from None
     return BackupKey(plaintext, EnvelopeEntry(key_id=key_id, encrypted_key=encrypted, context=dict(context)))
 
@@ -280,7 +283,12 @@ def _kms_reason(error: Exception) -> str:
     response: Any = getattr(error, "response", None)
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code") or type(error).__name__)
-    return type(error).__name__
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def key_name(keys: KeyService) -> str:
+    """How messages name the key: an operator with a local key file should not read "KMS"."""
+    return f"local key {keys.key_id}" if isinstance(keys, LocalKeyService) else "KMS"
 
 
 def _check_nesting(raw: bytes, what: str) -> None:

@@ -190,11 +190,13 @@ class BackupEngine:
                     fernet_decrypt(fernet, value, where=f"variable.val of {key}")
         if needs_sealing and request.keys is None:
             raise MetadataError(
-                f"{', '.join(needs_sealing)} hold secrets; give a KMS key to seal them "
-                "(they are never stored in plaintext)"
+                f"{', '.join(needs_sealing)} hold secrets; give a key to seal them (--kms-key-id, --key-file "
+                "or MWAA_CONTROL_LOCAL_KEY; they are never stored in plaintext)"
             )
         if request.keys is None:
-            log.warning("backup %s/%s has no KMS key: it cannot be authenticated", request.environment, backup_id)
+            log.warning(
+                "backup %s/%s has no key (KMS or local): it cannot be authenticated", request.environment, backup_id
+            )
             return None, fernet
         return BackupKey.create(request.keys, request.environment, backup_id), fernet
 

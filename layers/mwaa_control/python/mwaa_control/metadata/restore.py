@@ -178,7 +178,9 @@ class RestoreEngine:
         if manifest.sealed_values:
             sealer = opened.sealer()
             if sealer is None:
-                raise RestoreRefused("the backup holds sealed secrets: give the KMS key access to unseal them")
+                raise RestoreRefused(
+                    "the backup holds sealed secrets: give the backup's key (KMS or local) to unseal them"
+                )
             if fernet is None:
                 raise RestoreRefused("the backup holds secrets: give the target environment's Fernet key")
         missing = [t for t, e in manifest.tables.items() if Role(e.role) in RESTORED_ROLES and t not in schema.tables]
@@ -295,7 +297,9 @@ class RestoreEngine:
         natural key (variable key, conn_id) or fingerprint (a trigger's classpath and creation)."""
         manifest = opened.manifest
         if sealer is None or fernet is None:
-            raise RestoreRefused("repair_secrets needs the backup's sealed secrets, its KMS key and the target's key")
+            raise RestoreRefused(
+                "repair_secrets needs the backup's sealed secrets, its key (KMS or local) and the target's Fernet key"
+            )
         tables = [t for t in schema.ordered(RESTORED_ROLES) if t.name in files and t.sealed]
         rewritten = [0]
         results: list[TableRestore] = []
