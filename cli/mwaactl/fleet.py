@@ -216,7 +216,11 @@ def environment_size(
 ) -> tuple[EnvironmentSize, Literal["environment", "snapshot"]]:
     """What the environment costs per hour is set by its live configuration, or, while it is
     paused, by the snapshot its resume recreates it from. Raises ValueError when neither exists."""
-    from mwaa_control.pause.snapshot import SNAPSHOT_FILE, snapshot_prefix  # noqa: PLC0415 - see the note above
+    from mwaa_control.pause.snapshot import (  # noqa: PLC0415 - see the note above
+        MAX_SNAPSHOT_BYTES,
+        SNAPSHOT_FILE,
+        snapshot_prefix,
+    )
     from mwaa_control.schedules.pricing import size_from_request  # noqa: PLC0415
 
     if environment.status is not None:
@@ -227,8 +231,14 @@ def environment_size(
     key = f"{snapshot_prefix(environment.name, record.last_good_backup_id)}/{SNAPSHOT_FILE}"
     # Read without authenticating the snapshot (as the fleet scheduler reads its tags): only a
     # price depends on it, and its sealed configuration options are not needed.
-    body = fleet.client("s3").get_object(Bucket=fleet.stack.bucket, Key=key)["Body"].read()
-    return size_from_request(json.loads(body)["create_request"]), "snapshot"
+    # Whoever can write the bucket controls these bytes: read at most what a real snapshot can be.
+    body = fleet.client("s3").get_object(Bucket=fleet.stack.bucket, Key=key)["Body"].read(MAX_SNAPSHOT_BYTES + 1)
+    if len(body) > MAX_SNAPSHOT_BYTES:
+        raise ValueError(f"the snapshot is larger than {MAX_SNAPSHOT_BYTES} bytes: not a snapshot this stack wrote")
+    request = json.loads(body).get("create_request")
+    if not isinstance(request, dict):
+        raise ValueError("the snapshot has no create_request object")
+    return size_from_request(request), "snapshot"
 
 
 class Priced(NamedTuple):

@@ -344,3 +344,39 @@ def test_an_environment_of_unknown_size_or_price_shows_a_dash_and_the_others_the
         if (cells := [cell.strip() for cell in line.strip("│ ").split("│")])[0].startswith("etl-")
     }
     assert cells == {"etl-paused": "$63.67 (59.50 h)", "etl-odd": "-", "etl-lost": "-"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{" * 100_000,  # nested past the parser's recursion limit
+        b"[1, 2, 3]",  # JSON, not an object
+        json.dumps({"create_request": "mw1.small"}).encode(),
+        json.dumps({"create_request": {"EnvironmentClass": "mw1.small", "MinWorkers": "lots"}}).encode(),
+        json.dumps({"create_request": {"MinWorkers": 10**9}}).encode(),
+        b" " * (4 << 20) + b"{}",  # larger than any snapshot this stack writes
+    ],
+    ids=["deep", "list", "string-request", "text-workers", "absurd-workers", "oversized"],
+)
+def test_a_forged_snapshot_gives_no_figure_and_breaks_nothing(cloud: LocalCloud, body: bytes) -> None:
+    # Given a paused environment whose snapshot someone with write access to the bucket replaced
+    paused_with_history(cloud, "etl-paused")
+    write_record(cloud, "etl-forged", "PAUSED", PAUSED_RECORD_AT, [CURRENT])
+    cloud.client("s3").put_object(
+        Bucket=cloud.physical["MetadataBackupBucket"],
+        Key=f"snapshots/etl-forged/{BACKUP_ID}/environment.json",
+        Body=body,
+    )
+    document = {**FLEET, "environments": dict.fromkeys(("etl-paused", "etl-forged"), "office-hours")}
+    cloud.client("s3").put_object(
+        Bucket=cloud.physical["MetadataBackupBucket"], Key="fleet/schedules.json", Body=json.dumps(document).encode()
+    )
+
+    # When the on-call engineer asks for the status and the savings
+    rows = {row["environment"]: row for row in status_json()["environments"]}
+    saved = {row["environment"]: row for row in savings_json()["environments"]}
+
+    # Then the forged one has no figure and says why; the other is unaffected
+    assert rows["etl-forged"]["saved_this_month"] is None and rows["etl-forged"]["savings_problem"]
+    assert saved["etl-forged"]["realised"] is None and saved["etl-forged"]["problem"]
+    assert rows["etl-paused"]["saved_this_month"] == PAUSED_REALISED
