@@ -162,6 +162,7 @@ def import_metadata(**context: Any) -> dict[str, Any]:
         "inserted": sum(t.inserted for t in report.tables),
         "matched": sum(t.matched for t in report.tables),
         "restore_id": report.restore_id,
+        "seconds": round((report.finished_at - report.started_at).total_seconds(), 3),
     }
 
 

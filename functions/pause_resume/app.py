@@ -91,12 +91,16 @@ def _emit_metrics(action: str, step: Any, output: dict[str, Any]) -> None:
     if action == "verify_backup":
         metrics.add_metric(name="BackupRows", unit=MetricUnit.Count, value=int(output.get("rows", 0)))
         metrics.add_metric(name="BackupBytes", unit=MetricUnit.Bytes, value=int(output.get("bytes", 0)))
+        if output.get("seconds") is not None:
+            metrics.add_metric(name="BackupSeconds", unit=MetricUnit.Seconds, value=float(output["seconds"]))
     elif action == "finish_pause" and output.get("phase") == "PAUSED":
         metrics.add_metric(name="EnvironmentsPaused", unit=MetricUnit.Count, value=1)
     elif action == "finish_resume" and output.get("phase") == "ACTIVE":
         metrics.add_metric(name="EnvironmentsResumed", unit=MetricUnit.Count, value=1)
         if output.get("creation_seconds") is not None:
             metrics.add_metric(name="CreationSeconds", unit=MetricUnit.Seconds, value=float(output["creation_seconds"]))
+        if output.get("restore_seconds") is not None:
+            metrics.add_metric(name="RestoreSeconds", unit=MetricUnit.Seconds, value=float(output["restore_seconds"]))
         if output.get("paused_hours") is not None:
             metrics.add_metric(name="PausedHours", unit=MetricUnit.Count, value=float(output["paused_hours"]))
         if output.get("saved_usd") is not None:

@@ -157,6 +157,17 @@ RUN_KEY = ("dag_id", "run_id")
 TI_KEY = ("dag_id", "run_id", "task_id", "map_index")
 
 
+def step_outputs(cloud: LocalCloud, execution: str, marker: str) -> list[dict[str, Any]]:
+    """The results of the execution's Lambda steps whose output names `marker`."""
+    found = []
+    for event in history(cloud, execution):
+        details = event.get("taskSucceededEventDetails") or {}
+        if f'"{marker}"' in details.get("output", ""):
+            payload = json.loads(details["output"])
+            found.append(payload.get("Payload", payload))
+    return found
+
+
 def rows_by(
     rows: list[dict[str, Any]], key: tuple[str, ...], columns: tuple[str, ...]
 ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
@@ -214,6 +225,9 @@ def test_a_paused_and_resumed_environment_comes_back_with_its_metadata(
     assert not first.home.exists(), "deleting the environment deletes its database"
     record = state_record(cloud, name)
     assert record is not None and record["phase"] == "PAUSED" and record["last_good_backup_id"]
+    # How long the export took, from its manifest (the BackupSeconds metric).
+    [verified] = step_outputs(cloud, pause, "authentication")
+    assert isinstance(verified["seconds"], float) and 0 < verified["seconds"] < 600
     # The pause is measured on the control plane's clock (the local cloud's): open until a resume.
     [interval] = record["paused_intervals"]
     assert interval["resumed_at"] is None
@@ -265,6 +279,10 @@ def test_a_paused_and_resumed_environment_comes_back_with_its_metadata(
     assert seeded["secret_markers"], "the seed planted secrets"
     record = state_record(cloud, name)
     assert record is not None and record["phase"] == "ACTIVE" and record["creation_seconds"]
+    # The import DAG's restore time and the paused hours (RestoreSeconds, PausedHours metrics).
+    [finished] = step_outputs(cloud, resume, "creation_seconds")
+    assert isinstance(finished["restore_seconds"], float) and 0 < finished["restore_seconds"] < 600
+    assert finished["paused_hours"] > 0 and finished["saved_usd"] is not None
     [interval] = record["paused_intervals"]  # closed when the resume asked MWAA to create it
     assert datetime.fromisoformat(interval["paused_at"]) == paused_at
     assert paused_at < datetime.fromisoformat(interval["resumed_at"]) < cloud.clock.now()

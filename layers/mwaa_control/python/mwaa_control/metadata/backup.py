@@ -242,6 +242,7 @@ class BackupEngine:
         original_pause: dict[str, bool] | None,
         keys: tuple[BackupKey | None, MultiFernet | None],
     ) -> Manifest:
+        started = request.clock()
         key, fernet = keys
         sealer = key.sealer() if key is not None else None
         tables: dict[str, TableEntry] = {}
@@ -285,6 +286,7 @@ class BackupEngine:
             backup_id=backup_id,
             environment=request.environment,
             created_at=request.clock(),
+            started_at=started,
             airflow_version=request.airflow_version or airflow_versions_of(schema.revision),
             airflow_version_source="operator" if request.airflow_version else "schema revision",
             schema_revision=schema.revision,

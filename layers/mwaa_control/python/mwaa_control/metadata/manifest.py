@@ -115,6 +115,9 @@ class Manifest(BaseModel):
     backup_id: str
     environment: str
     created_at: datetime
+    started_at: datetime | None = None
+    """When the export began (after any drain): with created_at, how long it took. None in
+    manifests written before it was recorded."""
     airflow_version: str | None
     airflow_version_source: str = "operator"
     """"operator" (--airflow-version) or "schema revision" (the releases sharing the database's

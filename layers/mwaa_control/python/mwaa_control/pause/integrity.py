@@ -72,4 +72,7 @@ def verify_for_deletion(
         snapshot="",
         drained=manifest.drained,
         in_flight=len(manifest.in_flight),
+        seconds=None
+        if manifest.started_at is None
+        else max(0.0, (manifest.created_at - manifest.started_at).total_seconds()),
     )

@@ -176,6 +176,8 @@ class VerifiedBackup(BaseModel):
     snapshot: str
     drained: bool
     in_flight: int
+    seconds: float | None = None
+    """How long the export took (its manifest's start to end); None for older manifests."""
 
 
 class StatusCheck(BaseModel):
@@ -204,6 +206,8 @@ class Finished(BaseModel):
     """A resume: how long the environment was paused (deleted), from the state table."""
     saved_usd: float | None = None
     """A resume: what those hours saved at the list price of the recreated environment's size."""
+    restore_seconds: float | None = None
+    """A resume: how long the import DAG's restore took (its report)."""
     warnings: list[str] = Field(default_factory=list)
 
 

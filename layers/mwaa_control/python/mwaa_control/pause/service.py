@@ -547,6 +547,7 @@ class LifecycleService:
             creation_seconds=took,
             paused_hours=paused_hours,
             saved_usd=None if paused_hours is None else self._saved(name, paused_hours),
+            restore_seconds=_restore_seconds(step.restore),
         )
 
     def _saved(self, name: str, paused_hours: float) -> float | None:
@@ -663,3 +664,13 @@ def _reason(error: Mapping[str, Any] | None) -> str:
         except ValueError:
             pass
     return f"{kind}: {str(cause or '')[:500]}"
+
+
+def _restore_seconds(reported: Mapping[str, Any]) -> float | None:
+    """The duration the import DAG reported, wherever the workflow nested its result; None when it
+    reported none (an older DAG) or something that is not a duration."""
+    for candidate in (reported, reported.get("result")):
+        seconds = candidate.get("seconds") if isinstance(candidate, Mapping) else None
+        if isinstance(seconds, int | float) and not isinstance(seconds, bool) and 0 <= seconds < 10**7:
+            return float(seconds)
+    return None
