@@ -5,6 +5,7 @@ silent alarm or an empty graph behind."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import re
 from typing import Any, get_args
@@ -111,3 +112,15 @@ def test_the_workflows_that_can_fail_unattended_are_alarmed() -> None:
         if dimension["Name"] == "StateMachineArn"
     }
     assert watched == set(resources_of_type(template, "AWS::Serverless::StateMachine"))
+
+
+def test_workflow_failures_are_counted_by_error_name_never_by_message() -> None:
+    spec = importlib.util.spec_from_file_location("pause_resume_app_under_test", ROOT / "functions/pause_resume/app.py")
+    assert spec is not None and spec.loader is not None
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    assert app.failure_reason({"Error": "NoWorkerDatabase", "Cause": "no credentials"}) == "NoWorkerDatabase"
+    assert app.failure_reason({"error": "States.Timeout"}) == "States.Timeout"
+    assert app.failure_reason({"Error": "the password is hunter2"}) == "Other"
+    assert app.failure_reason({"Error": "x" * 49}) == "Other"
+    assert app.failure_reason(None) == app.failure_reason({}) == "Other"

@@ -3,6 +3,7 @@ statemachines/resume and statemachines/export). The event names the step; the re
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -107,12 +108,23 @@ def _emit_metrics(action: str, step: Any, output: dict[str, Any]) -> None:
             # USD at the list price of the environment's size (schedules/pricing.py); no unit fits.
             metrics.add_metric(name="EstimatedSavingsUSD", unit=MetricUnit.NoUnit, value=float(output["saved_usd"]))
     elif action == "abandon":
-        # By operation and the stage that failed: a bounded set of names, never free text.
+        # By operation, the stage that failed and the error's name: bounded sets, never free text.
+        dimensions = {"service": SERVICE, "Operation": str(step.operation), "Stage": str(step.stage)}
         with single_metric(
             name="WorkflowFailures",
             unit=MetricUnit.Count,
             value=1,
             namespace=METRICS_NAMESPACE,
-            default_dimensions={"service": SERVICE, "Operation": str(step.operation), "Stage": str(step.stage)},
+            default_dimensions={**dimensions, "Reason": failure_reason(step.error)},
         ):
             pass
+
+
+ERROR_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,47}$")
+
+
+def failure_reason(error: dict[str, Any] | None) -> str:
+    """The failure's error name (`PauseRefused`, `States.Timeout`, `NoWorkerDatabase`) as a metric
+    dimension; anything that is not a plain name is "Other", so a message never becomes one."""
+    name = (error or {}).get("Error") or (error or {}).get("error")
+    return name if isinstance(name, str) and ERROR_NAME.match(name) else "Other"
