@@ -192,6 +192,28 @@ def test_an_airflow_3_environment_is_paused_and_resumed_with_its_run_history(
     assert announced == ["MWAA Environment Paused", "MWAA Environment Resumed"]
 
 
+def test_an_airflow_3_environment_is_exported_on_schedule_without_pausing_anything(
+    airflow3_cloud: tuple[LocalCloud, SharedVpc, Observers],
+) -> None:
+    cloud, vpc, observers = airflow3_cloud
+    name = "export-af3"
+    backend = _create(cloud, vpc, name)
+    paused_before = _pause_states(backend)
+
+    export = start(cloud, "ExportStateMachine", "export-af3", {"environment": name})
+    described = run_until_done(cloud, export, timeout=900)
+
+    assert described["status"] == "SUCCEEDED", failures(cloud, export)
+    assert cloud.client("mwaa").get_environment(Name=name)["Environment"]["Status"] == "AVAILABLE"
+    assert _pause_states(backend) == paused_before  # no drain by default: nothing was paused
+    record = state_record(cloud, name)
+    assert record is not None and record["last_export_backup_id"] and record["last_good_backup_id"] is None
+    manifest = json.loads(_object(cloud, f"backups/{name}/{record['last_export_backup_id']}/manifest.json"))
+    assert manifest["path"] == "worker-database" and manifest["tables"]["dag_run"]["rows"] >= 0
+    assert lock_of(cloud, name) is None
+    assert [e["detail-type"] for e in drain_queue(cloud, observers.events)] == ["MWAA Metadata Exported"]
+
+
 def test_without_worker_credentials_the_export_refuses_the_pause_and_nothing_is_deleted(
     airflow3_cloud: tuple[LocalCloud, SharedVpc, Observers],
 ) -> None:

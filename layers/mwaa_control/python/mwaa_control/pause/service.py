@@ -396,11 +396,8 @@ class LifecycleService:
         if environment is None:
             raise PauseRefused(f"{name} does not exist; nothing to export")
         version = str(environment.get("AirflowVersion", ""))
-        if not version.startswith("2."):
-            raise PauseRefused(
-                f"{name} runs Airflow {version}: its export runs through the REST API (`mwaactl metadata`), "
-                "not the export DAG; nothing was changed"
-            )
+        # Airflow 3 is not refused here either: its export DAG backs up over the database credentials
+        # MWAA 3 workers carry, or fails at once (NoWorkerDatabase) and the failure path says why.
         if environment["Status"] != "AVAILABLE":
             raise PauseRefused(f"{name} is {environment['Status']}; only an AVAILABLE environment is exported")
         self._state.acquire(name, Operation.EXPORT, step.execution)
