@@ -166,7 +166,8 @@ class Recorder:
 
     def restore(self, request):
         requests.append(request)
-        return SimpleNamespace(status="restored", tables=[], restore_id="r")
+        moment = __import__("datetime").datetime(2026, 11, 30)
+        return SimpleNamespace(status="restored", tables=[], restore_id="r", started_at=moment, finished_at=moment)
 
 
 restore.RestoreEngine = Recorder
