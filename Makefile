@@ -73,6 +73,7 @@ lint: setup
 bench: setup airflow-venvs
 	$(RUN) python -m bench.metadata_bench $(BENCH_ARGS)
 	$(RUN) python -m bench.lifecycle_bench
+	$(RUN) python -m bench.fleet_bench $(FLEET_BENCH_ARGS)
 	$(RUN) python -m bench.coldstart_bench
 
 # The mwaa_control package for Airflow 2 environments' plugins.zip (the metadata export/import DAGs).

@@ -1,17 +1,33 @@
 """One real Airflow installation per emulated environment: its own AIRFLOW_HOME, SQLite metadata
 database and DAG folder, run from a separate virtualenv per Airflow major version (installed by
-`make airflow-venvs`), so the tests see real Airflow output for the 2.x and 3.x lines MWAA offers."""
+`make airflow-venvs`), so the tests see real Airflow output for the 2.x and 3.x lines MWAA offers.
+
+Speed-ups that change nothing Airflow does, for runs of many environments at once (the fleet
+bench). They are on only with MWAA_CONTROL_FAST_AIRFLOW=1 (`fast()`); the tests run without them:
+- A new SQLite database is a copy of one `airflow db migrate` made once per release and process (the
+  migration is the same for every home: 5-20 s of CPU saved per environment generation); each home
+  still gets its own file, its own Fernet key and its own generated airflow.cfg (`_copy_migrated`).
+- Airflow processes write and reuse compiled bytecode in a directory of this process's own
+  (PYTHONPYCACHEPREFIX), even where the environment forbids writing it next to the sources
+  (PYTHONDONTWRITEBYTECODE): each would otherwise compile Airflow again (a REST call 6.9 -> 3.8 s).
+- At most PROCESS_SLOTS one-shot Airflow processes run at once; the others queue."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import zipfile
+from base64 import b64encode
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
@@ -34,6 +50,95 @@ OLDER_RELEASES = ("2.9.2",)
 
 class AirflowNotInstalled(RuntimeError):
     pass
+
+
+# What `airflow db migrate` leaves in a new SQLite database besides the schema: the log template, the
+# default pool and the schema version. A migrated database holding anything else (a connection or a
+# variable, encrypted under the migration's Fernet key) is never copied: each home migrates its own.
+_MIGRATION_ROWS = frozenset({"alembic_version", "log_template", "slot_pool", "sqlite_sequence"})
+# airflow.cfg values Airflow draws at random when it writes the file (the web server's secret key,
+# which the internal API shares, and Airflow 3's JWT secret): drawn again for each copy.
+_SECRET_KEY_LINE = re.compile(r"^(secret_key|internal_api_secret_key) = .*$", re.MULTILINE)
+_JWT_SECRET_LINE = re.compile(r"^jwt_secret = .*$", re.MULTILINE)
+
+
+_SCRATCH: list[Path] = []
+_SCRATCH_LOCK = threading.Lock()
+
+
+def _scratch() -> Path:
+    """A directory of this process's own for caches that outlive one environment (removed at exit)."""
+    with _SCRATCH_LOCK:
+        if not _SCRATCH:
+            _SCRATCH.append(Path(tempfile.mkdtemp(prefix="airflow-backends-")))
+            atexit.register(shutil.rmtree, _SCRATCH[0], ignore_errors=True)
+        return _SCRATCH[0]
+
+
+class _MigratedTemplates:
+    """One freshly migrated SQLite home per (release, virtualenv), made on first need in a directory
+    of this process's own (removed at exit); None for a release whose migration leaves data behind."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._release_locks: dict[Path, threading.Lock] = {}
+        self._homes: dict[Path, Path | None] = {}
+
+    def home_for(self, backend: AirflowBackend) -> Path | None:
+        with self._lock:
+            lock = self._release_locks.setdefault(backend.venv, threading.Lock())
+        with lock:  # one migration per release, however many environments ask at once
+            if backend.venv not in self._homes:
+                self._homes[backend.venv] = self._migrate(backend)
+            return self._homes[backend.venv]
+
+    def _migrate(self, backend: AirflowBackend) -> Path | None:
+        with self._lock:
+            home = _scratch() / "migrated" / f"{backend.release}-{len(self._homes)}"
+        home.mkdir(parents=True)
+        (home / "webserver_config.py").write_text((backend.home / "webserver_config.py").read_text())
+        env = backend.environment()
+        env.update(
+            {
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
+                "PYTHONPATH": str(home / "plugins"),
+                "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            }
+        )
+        with _PROCESS_SLOTS:
+            done = subprocess.run(  # noqa: S603 - argv list, no shell
+                [str(backend.venv / "bin" / "airflow"), "db", "migrate"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=300,
+                check=False,
+                cwd=home,
+            )
+        if done.returncode != 0 or not (home / "airflow.cfg").is_file():
+            return None  # each home migrates itself and reports its own failure
+        with sqlite3.connect(home / "airflow.db") as db:
+            tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            filled = {t for t in tables if db.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone()}  # noqa: S608
+        db.close()
+        return home if filled <= _MIGRATION_ROWS else None
+
+
+_MIGRATED = _MigratedTemplates()
+# One-shot Airflow processes (CLI, REST, DAG parsing, migrations, seeding) running at once in this
+# process, over all environments: each starts by importing Airflow (~5 s of CPU, ~150 MB), so many
+# at once only share the CPUs more slowly (and may reach their timeouts); the others queue. The
+# long-lived task runners (scheduler.py) are not counted.
+PROCESS_SLOTS = int(os.environ.get("MWAA_CONTROL_AIRFLOW_PROCESSES", str(max(2, os.cpu_count() or 2))))
+_PROCESS_SLOTS = threading.BoundedSemaphore(PROCESS_SLOTS)
+
+
+def fast() -> bool:
+    """Whether the speed-ups above are on (read on each use: the bench sets it before it starts)."""
+    return os.environ.get("MWAA_CONTROL_FAST_AIRFLOW") == "1"
 
 
 def venv_for(major: int) -> Path:
@@ -124,6 +229,7 @@ class AirflowBackend:
         self.before_use: Callable[[AirflowBackend], None] | None = None
         self._ready = False
         self._closed = False
+        self._runner_started = False
         self._lock = threading.RLock()
         self.scheduler = DagRunScheduler(self.venv / "bin" / "python", self.environment, home)
 
@@ -137,7 +243,10 @@ class AirflowBackend:
         return self.database_url.replace("postgresql+psycopg2://", "postgresql+psycopg://")
 
     def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VIRTUAL_ENV", "PYTHONPATH"))}
+        dropped = ("AIRFLOW", "VIRTUAL_ENV", "PYTHONPATH") + (("PYTHONDONTWRITEBYTECODE",) if fast() else ())
+        env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+        if fast():
+            env["PYTHONPYCACHEPREFIX"] = str(_scratch() / "pycache")
         env.update(
             {
                 "AIRFLOW_HOME": str(self.home),
@@ -168,12 +277,32 @@ class AirflowBackend:
                 self.dags_folder.mkdir(parents=True, exist_ok=True)
                 self.plugins_folder.mkdir(parents=True, exist_ok=True)
                 (self.home / "webserver_config.py").write_text('AUTH_ROLE_PUBLIC = "Admin"\n')
-                result = self._run([str(self.venv / "bin" / "airflow"), "db", "migrate"], timeout=300)
-                if result.returncode != 0:
-                    raise RuntimeError(f"airflow db migrate failed: {result.stderr[-2000:]}")
+                template = _MIGRATED.home_for(self) if self.db_url is None and fast() else None
+                if template is not None:
+                    self._copy_migrated(template)
+                else:
+                    result = self._run([str(self.venv / "bin" / "airflow"), "db", "migrate"], timeout=300)
+                    if result.returncode != 0:
+                        raise RuntimeError(f"airflow db migrate failed: {result.stderr[-2000:]}")
                 self._ready = True
             if self.before_use is not None:
                 self.before_use(self)
+
+    def _copy_migrated(self, template: Path) -> None:
+        """What `airflow db migrate` would leave in this home, from a migrated template: a copy of the
+        database (stamped now, as a migration of its own would be) and airflow.cfg with this home's
+        paths and newly drawn secrets. The Fernet key is this backend's own (it was never written)."""
+        shutil.copyfile(template / "airflow.db", self.home / "airflow.db")
+        with sqlite3.connect(self.home / "airflow.db") as db:
+            db.execute("UPDATE log_template SET created_at = strftime('%Y-%m-%d %H:%M:%f000', 'now')")
+        db.close()
+        config = (template / "airflow.cfg").read_text().replace(str(template), str(self.home))
+        secret = b64encode(secrets.token_bytes(16)).decode()
+        config = _SECRET_KEY_LINE.sub(lambda line: f"{line.group(1)} = {secret}", config)
+        config = _JWT_SECRET_LINE.sub(lambda _: f"jwt_secret = {b64encode(secrets.token_bytes(16)).decode()}", config)
+        (self.home / "airflow.cfg").write_text(config)
+        os.chmod(self.home / "airflow.cfg", 0o600)  # as Airflow writes it (group and others: no access)
+        (self.home / "logs").mkdir(exist_ok=True)
 
     def install_plugins(self, archive: bytes) -> list[str]:
         """Unzips a plugins.zip into the plugins folder (on PYTHONPATH); returns the files written."""
@@ -204,8 +333,29 @@ class AirflowBackend:
 
     def schedule_runs(self) -> None:
         """Let the scheduler stand-in execute queued runs of unpaused DAGs, in the background."""
-        if not self._closed:
-            self.scheduler.poke()
+        with self._lock:  # never a stand-in that stop_idle_runner() is replacing
+            if not self._closed:
+                self._runner_started = True
+                self.scheduler.poke()
+
+    def stop_idle_runner(self) -> bool:
+        """Stops the scheduler stand-in's process when no run is queued or executing, and returns
+        whether it did: an idle environment otherwise keeps an Airflow process (~250 MB) for its
+        lifetime. The next `schedule_runs()` starts a new one; runs executed so far stay listed.
+        Never waits: a backend another thread is using (its lock held) is not idle."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._closed or not self._runner_started or not self.scheduler.wait_idle(0):
+                return False
+            self._runner_started = False
+            idle = self.scheduler
+            self.scheduler = DagRunScheduler(self.venv / "bin" / "python", self.environment, self.home)
+            self.scheduler.executed, self.scheduler.errors = idle.executed, idle.errors
+        finally:
+            self._lock.release()
+        idle.close()
+        return True
 
     def wait_for_runs(self, timeout: float = 300) -> list[dict[str, Any]]:
         """Blocks until no run is queued for execution or executing; returns every run executed so far
@@ -225,15 +375,16 @@ class AirflowBackend:
             shutil.rmtree(self.home, ignore_errors=True)
 
     def _run(self, argv: list[str], timeout: float) -> Completed:
-        done = subprocess.run(  # noqa: S603 - argv list, no shell: values stay single arguments
-            argv,
-            capture_output=True,
-            text=True,
-            env=self.environment(),
-            timeout=timeout,
-            check=False,
-            cwd=self.home,
-        )
+        with _PROCESS_SLOTS if fast() else contextlib.nullcontext():  # a slot's wait is not in the timeout
+            done = subprocess.run(  # noqa: S603 - argv list, no shell: values stay single arguments
+                argv,
+                capture_output=True,
+                text=True,
+                env=self.environment(),
+                timeout=timeout,
+                check=False,
+                cwd=self.home,
+            )
         return Completed(done.stdout, done.stderr, done.returncode)
 
     def cli(self, argv: list[str], timeout: float = 120) -> Completed:

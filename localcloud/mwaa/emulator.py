@@ -34,6 +34,11 @@ own real Airflow (localcloud.airflow.backend), started on first use, never befor
   workers reportedly carry: `DB_SECRETS` ({"username", "password"}), `POSTGRES_HOST`,
   `POSTGRES_PORT`, `POSTGRES_DB`. Environments named in `without_worker_credentials` get none
   (workers without credentials). Task code on Airflow 3 cannot use Airflow's ORM (runner.py).
+
+Faults: `inject_fault(operation, ...)` answers the next calls of one operation with an error;
+`inject_throttling(every=3)` refuses every third API call, whatever its operation, with
+ThrottlingException (HTTP 429) until `stop_throttling()`, and counts what it refused. The quota of
+environments per account and region (`quota_per_region`, 10) may be raised, as AWS raises it.
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ import tempfile
 import threading
 import uuid
 import zipfile
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from io import BytesIO
@@ -349,6 +355,32 @@ class Fault:
     remaining: int
 
 
+@dataclass
+class Throttling:
+    """Every `every`-th MWAA API call refused with a throttling error (see `inject_throttling`)."""
+
+    every: int
+    operations: frozenset[str] | None
+    """The operations counted (None: all of them)."""
+    code: str = "ThrottlingException"
+    status: int = 429
+    message: str = "Rate exceeded"
+    counted: Counter[str] = field(default_factory=Counter)
+    """Calls counted so far, per operation (throttled ones included)."""
+    throttled: Counter[str] = field(default_factory=Counter)
+    """Calls refused so far, per operation."""
+
+    def refuses(self, operation: str) -> bool:
+        """Counts one call; True when it is the `every`-th since the last refusal."""
+        if self.operations is not None and operation not in self.operations:
+            return False
+        self.counted[operation] += 1
+        if self.counted.total() % self.every:
+            return False
+        self.throttled[operation] += 1
+        return True
+
+
 class MwaaEmulator:
     """Environments per (account, region), a lifecycle on a manual clock, events on every change."""
 
@@ -376,6 +408,10 @@ class MwaaEmulator:
         self._environments: dict[tuple[str, str, str], EmulatedEnvironment] = {}
         self._subscribers: list[Callable[[dict[str, Any]], object]] = []
         self._faults: dict[str, list[Fault]] = {}
+        self.throttling: Throttling | None = None
+        """Set by inject_throttling(): what it counted and refused."""
+        self.quota_per_region = QUOTA_PER_REGION
+        """Environments per account and region (replaceable: a raised service quota)."""
         self._lock = threading.RLock()
         self._outbox: list[dict[str, Any]] = []
         self._owns_workdir = workdir is None
@@ -407,6 +443,33 @@ class MwaaEmulator:
         with self._lock:
             self._faults.setdefault(operation, []).append(Fault(code, status, message, times))
 
+    def inject_throttling(
+        self,
+        every: int = 3,
+        *,
+        operations: Iterable[str] | None = None,
+        code: str = "ThrottlingException",
+        status: int = 429,
+        message: str = "Rate exceeded",
+    ) -> Throttling:
+        """From now until `stop_throttling()`, refuse every `every`-th MWAA API call with `code`
+        (HTTP `status`): one counter over all operations (or over `operations` only), in the order
+        the emulator receives the calls, so exactly one call in `every` is refused, whichever thread
+        makes it and whatever it asks; a retry is a call like any other. The web server's CLI
+        endpoint (`web_cli`) is not an API call and is never counted. Returns the counters."""
+        if every < 1:
+            raise ValueError("every must be at least 1")
+        with self._lock:
+            chosen = None if operations is None else frozenset(operations)
+            self.throttling = Throttling(every, chosen, code=code, status=status, message=message)
+            return self.throttling
+
+    def stop_throttling(self) -> Throttling | None:
+        """Stops refusing calls; returns what the throttling counted and refused."""
+        with self._lock:
+            throttling, self.throttling = self.throttling, None
+            return throttling
+
     def environment(self, account: str, region: str, name: str) -> EmulatedEnvironment | None:
         return self._environments.get((account, region, name))
 
@@ -416,6 +479,9 @@ class MwaaEmulator:
         try:
             with self._lock:
                 self.calls.append((operation, params.get("Name", "")))
+                throttling = self.throttling
+                if throttling is not None and throttling.refuses(operation):
+                    raise MwaaApiError(throttling.code, throttling.message, throttling.status)
                 self._raise_injected(operation)
                 self._advance_lifecycles()
                 handler = getattr(self, f"_op_{operation}", None)
@@ -463,8 +529,8 @@ class MwaaEmulator:
             raise _validation(f"Invalid environment name {name!r}")
         if (account, region, name) in self._environments:
             raise _validation(f"An environment named {name} already exists")
-        if sum(1 for k in self._environments if k[:2] == (account, region)) >= QUOTA_PER_REGION:
-            raise _validation(f"Environment quota of {QUOTA_PER_REGION} per region reached")
+        if sum(1 for k in self._environments if k[:2] == (account, region)) >= self.quota_per_region:
+            raise _validation(f"Environment quota of {self.quota_per_region} per region reached")
         unknown = set(params) - CREATE_KEYS
         if unknown:
             raise _validation(f"Unknown parameters: {sorted(unknown)}")
