@@ -33,8 +33,6 @@ def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[
 
 COMMANDS = list(_commands(typer.main.get_command(app)))
 IDS = [" ".join(("mwaactl", *path)) for path, _ in COMMANDS]
-NOT_OURS: dict[tuple[str, ...], str] = {}
-"""Commands whose help is known not to fit yet (strict xfail: fixing one flags it here)."""
 
 
 def _help(path: tuple[str, ...], width: int) -> str:
@@ -67,16 +65,7 @@ def test_help_fits_the_terminal_and_cuts_nothing(path: tuple[str, ...], command:
     assert sorted({word for help_text in texts for word in help_text.split() if word not in text}) == []
 
 
-@pytest.mark.parametrize(
-    ("path", "command"),
-    [
-        pytest.param(
-            path, command, marks=[pytest.mark.xfail(strict=True, reason=NOT_OURS[path])] if path in NOT_OURS else []
-        )
-        for path, command in COMMANDS
-    ],
-    ids=IDS,
-)
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=IDS)
 def test_help_texts_break_their_lines_where_a_narrow_terminal_can_show_them(
     path: tuple[str, ...], command: Any
 ) -> None:
