@@ -56,3 +56,12 @@ def test_old_intervals_are_dropped_and_the_count_is_bounded() -> None:
     assert old not in kept
     assert len(kept) == PAUSED_INTERVALS_KEPT
     assert kept[-1] == PausedInterval(paused_at=T0) and kept[-2] == recent[-1]
+
+
+def test_a_reported_restore_duration_is_used_only_when_it_is_a_plausible_number() -> None:
+    from mwaa_control.pause.service import _restore_seconds
+
+    assert _restore_seconds({"seconds": 12.5}) == 12.5
+    assert _restore_seconds({"result": {"seconds": 3}}) == 3.0
+    for hostile in ({"seconds": "12"}, {"seconds": True}, {"seconds": -1}, {"seconds": 1e12}, {"result": "x"}, {}):
+        assert _restore_seconds(hostile) is None
