@@ -5,6 +5,7 @@ once per table and kind."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 import mwaa_control
 from localcloud.airflow.backend import AirflowBackend, venv_for_release
 from localcloud.postgres import PostgresServer
+from mwaa_control.metadata import schema as schema_module
 from mwaa_control.metadata.schema import reflect
 from tests.metadata.databases import Templates
 
@@ -94,3 +96,36 @@ def test_postgres_reflection_asks_the_catalog_a_few_times(postgres_url: str) -> 
     # Then the catalog is asked per kind of fact, not per table (it was ~290 queries, 0.5 s)
     assert len(schema.tables) > 40
     assert len(statements) < 30, len(statements)
+
+
+def test_the_matching_key_does_not_depend_on_the_order_the_catalog_lists_keys(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a migrated Airflow 2.11 database, reflected as the catalog lists its unique keys
+    engine = sa.create_engine(url.replace("postgresql+psycopg2://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as connection:
+            listed = reflect(connection)
+        # When the catalog lists every table's unique constraints and indexes the other way round
+        # (PostgreSQL promises no order: CI once saw ab_user's email before its username)
+        describe = schema_module._describe
+
+        def reversed_keys(inspector: object, names: list[str]) -> dict[str, object]:
+            return {
+                name: dataclasses.replace(
+                    found,
+                    unique_constraints=list(reversed(found.unique_constraints)),
+                    indexes=list(reversed(found.indexes)),
+                )
+                for name, found in describe(inspector, names).items()
+            }
+
+        monkeypatch.setattr(schema_module, "_describe", reversed_keys)
+        with engine.connect() as connection:
+            reversed_listing = reflect(connection)
+    finally:
+        engine.dispose()
+    # Then every table has the same keys in the same order, so a restore matches rows on the same key
+    assert reversed_listing == listed
+    assert listed.tables["ab_user"].identities[:2] == [("username",), ("email",)]
+    assert listed.tables["dag_run"].identities[:2] == [("dag_id", "execution_date"), ("dag_id", "run_id")]

@@ -209,6 +209,19 @@ def _describe(inspector: Any, names: list[str]) -> dict[str, _Described]:
     }
 
 
+def _in_preference_order(keys: list[tuple[str, ...]], columns: list[Column]) -> list[tuple[str, ...]]:
+    """The database's unique keys in an order that does not depend on the database: the first is a
+    table's matching key on restore, and PostgreSQL's catalog lists constraints in no fixed order.
+    Keys whose columns are all NOT NULL come first (a NULL matches nothing), then by the position of
+    their columns in the table (ab_user's username before its email; Airflow 2's dag_run key on
+    execution_date before run_id, which may be NULL there; Airflow 3's on run_id before logical_date,
+    which may be NULL there)."""
+    position = {c.name: i for i, c in enumerate(columns)}
+    nullable = {c.name for c in columns if c.nullable}
+    known = [k for k in keys if k and all(c in position for c in k)]
+    return sorted(known, key=lambda k: (any(c in nullable for c in k), [position[c] for c in k]))
+
+
 def _reflect(connection: Any) -> Schema:
     inspector = sa.inspect(connection)
     tables: dict[str, Table] = {}
@@ -228,8 +241,11 @@ def _reflect(connection: Any) -> Schema:
             for c in found.columns
         ]
         primary_key = tuple(found.primary_key.get("constrained_columns") or ())
-        unique = [tuple(u["column_names"]) for u in found.unique_constraints]
-        unique += [tuple(i["column_names"]) for i in found.indexes if i.get("unique")]
+        unique = _in_preference_order(
+            [tuple(u["column_names"]) for u in found.unique_constraints]
+            + [tuple(i["column_names"]) for i in found.indexes if i.get("unique")],
+            columns,
+        )
         if rule.natural_key:
             unique.append(rule.natural_key)
         references = [
