@@ -60,7 +60,8 @@ def _keys(kms_key_id: str) -> Any:
 
 NO_CREDENTIALS = (
     "this Airflow 3 environment's workers carry no database credentials (DB_SECRETS/POSTGRES_*): "
-    "run history cannot be backed up; pausing it would lose it"
+    "run history cannot be backed up; pausing it would lose it (a pause that accepts that backs up "
+    "through the REST API instead: mwaactl pause --accept-rest-losses)"
 )
 
 

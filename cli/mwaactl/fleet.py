@@ -697,6 +697,15 @@ def pause(
     profile: Profile = None,
     no_wait: NoWait = False,
     poll: Poll = 5.0,
+    accept_rest_path_losses: Annotated[
+        bool,
+        typer.Option(
+            "--accept-rest-losses",
+            help="Airflow 3 whose workers carry no database credentials: back up through "
+            "the REST API and delete on that backup, although run history and redacted "
+            "connection secrets will not come back on resume",
+        ),
+    ] = False,
 ) -> None:
     """Pause ENVIRONMENT now, following the Pause workflow until it ends.
 
@@ -707,7 +716,10 @@ def pause(
     Exit codes: 0 the workflow succeeded (or was started, with --no-wait), 1 it
     failed, timed out or was aborted (its cause is printed), 2 wrong arguments,
     130 stopped following with Ctrl-C (the workflow goes on)."""
-    _run("pause", {"environment": environment, "trigger": {"source": "mwaactl"}}, stack, region, profile, no_wait, poll)
+    request: dict[str, Any] = {"environment": environment, "trigger": {"source": "mwaactl"}}
+    if accept_rest_path_losses:
+        request["accept_rest_path_losses"] = True
+    _run("pause", request, stack, region, profile, no_wait, poll)
 
 
 def resume(

@@ -209,3 +209,16 @@ def test_the_stack_is_read_from_its_outputs_and_a_missing_output_is_named() -> N
             locate("old-mwaa", None, None)
         refused = mwaactl("status", "--stack", "old-mwaa")
         assert refused.exit_code == 1 and "Deploy the current template" in refused.output
+
+
+def test_a_pause_accepts_the_rest_path_losses_only_when_asked(cloud: LocalCloud) -> None:
+    # When the on-call engineer pauses with and without accepting the REST path's losses
+    plain = mwaactl("pause", "ghost", "--no-wait")
+    accepting = mwaactl("pause", "ghost-af3", "--accept-rest-losses", "--no-wait")
+
+    # Then only the second workflow's input says so (the pause workflow defaults it to false)
+    assert plain.exit_code == 0 and accepting.exit_code == 0, plain.output + accepting.output
+    sfn = cloud.client("stepfunctions")
+    inputs = [json.loads(sfn.describe_execution(executionArn=r.stdout.strip())["input"]) for r in (plain, accepting)]
+    assert "accept_rest_path_losses" not in inputs[0]
+    assert inputs[1] == {"environment": "ghost-af3", "trigger": {"source": "mwaactl"}, "accept_rest_path_losses": True}

@@ -7,6 +7,8 @@ pause before anything is paused, and nothing is deleted."""
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,8 +21,10 @@ from localcloud.airflow.seed_matrix import seed_source
 from localcloud.lifecycle import failures, run_until_done, start, upload_environment_files
 from localcloud.network import SharedVpc, build_shared_vpc
 from localcloud.postgres import PostgresServer
+from mwaa_control.composition import airflow_client
 from mwaa_control.metadata.database import open_database
 from mwaa_control.metadata.manifest import Manifest, RestoreReport
+from tests.airflow.test_metadata_rest import SEED, VARIABLES
 from tests.metadata.compare import decrypt, expected_target, multiset, without_ledger
 from tests.metadata.test_matrix import _detached, _dump, _without_json_task_token
 from tests.workflow.test_pause_resume import (
@@ -244,3 +248,121 @@ def test_without_worker_credentials_the_export_refuses_the_pause_and_nothing_is_
     assert lock_of(cloud, name) is None
     keys = cloud.client("s3").list_objects_v2(Bucket=cloud.physical["MetadataBackupBucket"], Prefix="backups/")
     assert not any(o["Key"].endswith("manifest.json") for o in keys.get("Contents", []))
+
+
+REST_BACK_UP = "Back up through the REST API (drained)"
+REST_RESTORE = "Restore through the REST API (once the DAGs are parsed)"
+
+
+def test_without_worker_credentials_a_pause_that_accepts_the_rest_path_losses_pauses_and_resumes(
+    airflow3_cloud: tuple[LocalCloud, SharedVpc, Observers],
+) -> None:
+    cloud, vpc, observers = airflow3_cloud
+    name = "rest-af3"
+    cloud.emulator.without_worker_credentials.add(name)
+    backend = _create(cloud, vpc, name)
+    assert "DB_SECRETS" not in backend.environment()
+    seeded = subprocess.run(
+        [str(backend.venv / "bin" / "python"), "-c", SEED.format(variables=json.dumps(VARIABLES))],
+        env=backend.environment(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert seeded.returncode == 0, seeded.stderr[-2000:]
+    paused_before = _pause_states(backend)
+    assert paused_before.get("hello") is False
+
+    # When the pause accepts what the REST path does not restore
+    pause = start(
+        cloud,
+        "PauseStateMachine",
+        "pause-rest",
+        {"environment": name, "drain": DRAIN, "accept_rest_path_losses": True},
+    )
+    described = run_until_done(cloud, pause, timeout=900)
+
+    # Then it backs up through the REST API, deletes on that backup and says what will not come back
+    assert described["status"] == "SUCCEEDED", failures(cloud, pause)
+    states = entered(cloud, pause)
+    assert BACK_UP in states and REST_BACK_UP in states and DELETE in states
+    assert cloud.client("mwaa").list_environments()["Environments"] == []
+    record = state_record(cloud, name)
+    assert record is not None and record["phase"] == "PAUSED"
+    backup_id = record["last_good_backup_id"]
+    manifest = Manifest.model_validate_json(_object(cloud, f"backups/{name}/{backup_id}/manifest.json"))
+    assert manifest.path == "rest" and manifest.drained
+    assert manifest.pause_states.get("hello") is False, "the states from before the drain paused them"
+    assert manifest.not_exported == {"connection.password": ["warehouse"]}
+    assert not manifest.tables["dag_run"].restorable
+    output = json.loads(described["output"])
+    assert any("connection.password" in w for w in output["finished"]["result"]["warnings"])
+    assert [e["detail-type"] for e in drain_queue(cloud, observers.events)] == ["MWAA Environment Paused"]
+
+    # And a resume restores through the REST API what it can: variables (the redacted one too),
+    # connections without their password, pools, and the DAGs' pause states
+    resume = start(cloud, "ResumeStateMachine", "resume-rest", {"environment": name})
+    described = run_until_done(cloud, resume, timeout=900)
+    assert described["status"] == "SUCCEEDED", failures(cloud, resume)
+    assert REST_RESTORE in entered(cloud, resume)
+    second = cloud.emulator.airflow(cloud.account, cloud.region, name)
+    assert second.fernet_key != backend.fernet_key
+    airflow = airflow_client(name, mwaa=cloud.client("mwaa"))
+    assert {k: airflow.variable_from_cli(k) for k in VARIABLES} == VARIABLES
+    pools = {p["name"]: p for p in airflow.paged("/pools", "pools")}
+    assert pools["etl_pool"]["slots"] == 7
+    connection = airflow.rest("GET", "/connections/warehouse")
+    assert (connection["host"], connection["login"]) == ("db.internal", "etl")
+    assert _pause_states(second).get("hello") is False
+    record = state_record(cloud, name)
+    assert record is not None and record["phase"] == "ACTIVE" and lock_of(cloud, name) is None
+    assert [e["detail-type"] for e in drain_queue(cloud, observers.events)] == ["MWAA Environment Resumed"]
+
+
+def test_a_rest_path_drain_that_times_out_deletes_nothing_and_unpauses_the_dags(
+    airflow3_cloud: tuple[LocalCloud, SharedVpc, Observers],
+) -> None:
+    cloud, vpc, observers = airflow3_cloud
+    name = "rest-slow-af3"
+    cloud.emulator.without_worker_credentials.add(name)
+    backend = _create(cloud, vpc, name)
+    airflow = airflow_client(name, mwaa=cloud.client("mwaa"))
+    airflow.trigger_dag("hello", run_id="manual__long")
+    deadline = time.monotonic() + 120
+    while airflow.dag_run("hello", "manual__long").state != "success" and time.monotonic() < deadline:
+        time.sleep(1)
+    # A task still running on a worker, as the database records it (the emulator runs tasks one after
+    # another: a really long task would also hold back the export DAG this pause triggers first)
+    engine = sa.create_engine(backend.host_database_url())
+    try:
+        with engine.begin() as db:
+            db.execute(sa.text("UPDATE dag_run SET state = 'running' WHERE run_id = 'manual__long'"))
+            changed = db.execute(sa.text("UPDATE task_instance SET state = 'running' WHERE run_id = 'manual__long'"))
+            assert changed.rowcount == 1
+    finally:
+        engine.dispose()
+    paused_before = _pause_states(backend)
+    assert paused_before == {"hello": False}
+
+    # When a pause that accepts the REST path drains, aborting when its timeout passes
+    drain = {"timeout": 60, "on_timeout": "abort"}
+    pause = start(
+        cloud, "PauseStateMachine", "pause-slow", {"environment": name, "drain": drain, "accept_rest_path_losses": True}
+    )
+    described = run_until_done(cloud, pause, timeout=600)
+
+    # Then the drain waited (retried while the task ran), gave up, deleted nothing and unpaused the DAGs
+    assert described["status"] == "FAILED"
+    states = entered(cloud, pause)
+    assert REST_BACK_UP in states and DELETE not in states
+    assert any("DrainTimedOut" in f for f in failures(cloud, pause)), failures(cloud, pause)
+    assert cloud.client("mwaa").get_environment(Name=name)["Environment"]["Status"] == "AVAILABLE"
+    assert _pause_states(backend) == paused_before
+    bucket = cloud.physical["MetadataBackupBucket"]
+    left = cloud.client("s3").list_objects_v2(Bucket=bucket, Prefix=f"backups/{name}/").get("Contents", [])
+    assert left == [], "the drain's pause states are removed once put back; no backup was written"
+    record = state_record(cloud, name)
+    assert record is not None and record["phase"] == "PAUSE_FAILED" and lock_of(cloud, name) is None
+    alerts = drain_queue(cloud, observers.alerts)
+    assert len(alerts) == 1 and "DrainTimedOut" in alerts[0]["Message"]

@@ -9,6 +9,7 @@ from mwaa_control.adapters.clients import DESTRUCTIVE_CONFIG, client
 if TYPE_CHECKING:
     from mwaa_control.airflow.client import AirflowClient
     from mwaa_control.endpoints.service import EndpointService
+    from mwaa_control.pause.rest_fallback import RestPathService
     from mwaa_control.pause.service import LifecycleService
     from mwaa_control.pause.state import PauseStateTable
     from mwaa_control.settings import EndpointSettings, LifecycleEnvironment
@@ -112,4 +113,20 @@ def lifecycle_service(settings: LifecycleEnvironment) -> LifecycleService:
         ),
         managed_endpoints=managed_endpoints,
         set_paused=set_paused,
+    )
+
+
+def rest_path_service(settings: LifecycleEnvironment) -> RestPathService:
+    """The pause's REST-path fallback (Airflow 3 without worker database credentials)."""
+    from mwaa_control.metadata.sealing import KmsKeyService  # noqa: PLC0415 - see the note above
+    from mwaa_control.metadata.store import S3Store  # noqa: PLC0415
+    from mwaa_control.pause.rest_fallback import RestPathService  # noqa: PLC0415
+
+    region = settings.region
+    mwaa = client("mwaa", region=region)
+    return RestPathService(
+        state=pause_state(settings),
+        store=S3Store(client("s3", region=region), settings.metadata_bucket, kms_key_id=settings.metadata_key_arn),
+        keys=KmsKeyService(client("kms", region=region), settings.metadata_key_arn),
+        airflow_for=lambda environment: airflow_client(environment, region=region, mwaa=mwaa),
     )

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from mwaa_control.metadata.catalog import Role, SealedColumn
 from mwaa_control.metadata.errors import MetadataError, RestoreRefused
 from mwaa_control.metadata.manifest import (
     MANIFEST,
+    InFlightTask,
     Manifest,
     RestoreReport,
     TableRestore,
@@ -217,13 +218,20 @@ class RestBackup:
         *,
         backup_id: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        pause_states: Mapping[str, bool] | None = None,
+        in_flight: list[InFlightTask] | None = None,
+        drained: bool = False,
     ) -> Manifest:
+        """`pause_states`: the DAGs' states before a drain paused them (pause/rest_fallback.py), which
+        the backup records instead of the paused ones the API now shows; `in_flight`: tasks that still
+        ran when the drain gave up waiting."""
         if self.airflow.major < 3:
             raise MetadataError("the REST path is for Airflow 3; Airflow 2 backs up from the database (export DAG)")
         backup_id = check_name(backup_id or new_backup_id(clock()), "backup id")
         prefix = backup_prefix(check_name(environment, "environment"), backup_id)
         if self.store.exists(f"{prefix}/{MANIFEST}"):
             raise MetadataError(f"backup {prefix} already exists; backups are never overwritten")
+        started = clock()
         key = BackupKey.create(keys, environment, backup_id)
         sealer = key.sealer()
         not_exported: dict[str, list[str]] = {}
@@ -235,6 +243,9 @@ class RestBackup:
             "dag_run": list(self.airflow.batch_list("/dags/~/dagRuns/list", "dag_runs")),
             "task_instance": list(self.airflow.batch_list("/dags/~/dagRuns/~/taskInstances/list", "task_instances")),
         }
+        if pause_states is not None:
+            for dag in sources["dag"]:
+                dag["is_paused"] = pause_states.get(str(dag["dag_id"]), bool(dag["is_paused"]))
         stripped = 0
         for run in sources["dag_run"]:
             run["conf"], dropped = without_task_token(run.get("conf"))
@@ -255,6 +266,7 @@ class RestBackup:
                 backup_id=backup_id,
                 environment=environment,
                 created_at=clock(),
+                started_at=started,
                 airflow_version=self.airflow.airflow_version,
                 schema_revision=None,
                 source_dialect=SOURCE,
@@ -262,8 +274,8 @@ class RestBackup:
                 excluded_tables={},
                 excluded_dag_prefix="mwaa_control_",
                 pause_states={d["dag_id"]: bool(d["is_paused"]) for d in sources["dag"]},
-                in_flight=[],
-                drained=False,
+                in_flight=list(in_flight or []),
+                drained=drained,
                 envelope=key.envelope,
                 sealed_values=sealed[0],
                 not_exported=not_exported,
@@ -271,7 +283,8 @@ class RestBackup:
             )
             write_manifest(self.store, prefix, manifest, key)
         except BaseException:
-            self.store.delete_prefix(prefix)
+            # Only what this backup wrote: a drain's pause states next to it stay for the failure path.
+            self.store.delete_prefix(f"{prefix}/tables")
             raise
         return manifest
 

@@ -31,19 +31,27 @@ def _sha256(path: Path) -> tuple[str, int]:
 
 
 def verify_for_deletion(
-    store: BackupStore, keys: KeyService, environment: str, backup_id: str, *, before_delete: bool = True
+    store: BackupStore,
+    keys: KeyService,
+    environment: str,
+    backup_id: str,
+    *,
+    before_delete: bool = True,
+    accept_rest_path_losses: bool = False,
 ) -> VerifiedBackup:
     """Proves the backup complete and untouched. `before_delete` (a pause, not an export): it must
     also hold run history, so a backup taken through the REST API (which archives history for
-    Athena but cannot restore it) never lets an environment be deleted."""
+    Athena but cannot restore it) lets an environment be deleted only when the operator accepted
+    that (`accept_rest_path_losses`); what it will not restore is in the result."""
     opened = open_backup(store, environment, backup_id, keys)  # refuses anything unauthenticated
     manifest = opened.manifest
     if not manifest.tables:
         raise BackupCorrupt(f"backup {backup_id} of {environment} lists no tables")
-    if before_delete and manifest.path == "rest":
+    if before_delete and manifest.path == "rest" and not accept_rest_path_losses:
         raise BackupCorrupt(
             f"backup {backup_id} of {environment} was taken through the REST API: its run history and "
-            "connection passwords cannot be restored, so it cannot stand in for the environment; nothing is deleted"
+            "connection passwords cannot be restored, so it cannot stand in for the environment unless the pause "
+            "accepts that (accept_rest_path_losses); nothing is deleted"
         )
     files = 0
     total = 0
@@ -72,6 +80,8 @@ def verify_for_deletion(
         snapshot="",
         drained=manifest.drained,
         in_flight=len(manifest.in_flight),
+        path=manifest.path,
+        not_restored=dict(manifest.not_restored),
         seconds=None
         if manifest.started_at is None
         else max(0.0, (manifest.created_at - manifest.started_at).total_seconds()),

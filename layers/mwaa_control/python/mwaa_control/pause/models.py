@@ -74,6 +74,25 @@ class VerifyBackup(_Step):
     backup_id: BackupId
     snapshot: bool = True
     """A pause's backup comes with a snapshot, which must authenticate too; an export's has none."""
+    accept_rest_path_losses: bool = False
+    """The operator accepted a backup taken through the REST API (Airflow 3 without worker database
+    credentials) as the one to delete the environment on, knowing what it does not restore."""
+
+
+class RestBackup(_Step):
+    """Drain and back up through the REST API (pause/rest_fallback.py)."""
+
+    action: Literal["rest_backup"]
+    backup_id: BackupId
+    drain: DrainOptions = Field(default_factory=DrainOptions)
+    accept_rest_path_losses: bool = False
+
+
+class RestRestore(_Step):
+    """Restore a REST-path backup through the REST API (pause/rest_fallback.py)."""
+
+    action: Literal["rest_restore"]
+    backup_id: BackupId
 
 
 class DeleteAndWait(_Step):
@@ -156,6 +175,10 @@ class LifecycleEvent(BaseModel):
     step: LifecycleAction
 
 
+class RestPathEvent(BaseModel):
+    step: Annotated[RestBackup | RestRestore, Field(discriminator="action")]
+
+
 class PausePlan(BaseModel):
     environment: str
     backup_id: str
@@ -178,6 +201,10 @@ class VerifiedBackup(BaseModel):
     in_flight: int
     seconds: float | None = None
     """How long the export took (its manifest's start to end); None for older manifests."""
+    path: str = "database"
+    """"database" (the export DAG over the metadata database) or "rest" (the REST API)."""
+    not_restored: dict[str, str] = Field(default_factory=dict)
+    """What a restore of this backup will not bring back, and why (the manifest's list)."""
 
 
 class StatusCheck(BaseModel):
@@ -193,6 +220,8 @@ class ResumePlan(BaseModel):
     airflow_version: str
     import_dag_id: str = IMPORT_DAG_ID
     import_conf: dict[str, Any]
+    restore_path: Literal["database", "rest"] = "database"
+    """Which path restores: the import DAG, or the REST API for a backup taken through it."""
 
 
 class Finished(BaseModel):

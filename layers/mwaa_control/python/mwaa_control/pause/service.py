@@ -29,8 +29,9 @@ from botocore.exceptions import ClientError
 
 from mwaa_control import clock as control_clock
 from mwaa_control.errors import ControlPlaneError
+from mwaa_control.metadata.authentication import open_backup
 from mwaa_control.metadata.errors import MetadataError
-from mwaa_control.metadata.manifest import PAUSE_STATES, backup_prefix
+from mwaa_control.metadata.manifest import MANIFEST, PAUSE_STATES, backup_prefix
 from mwaa_control.metadata.sealing import KeyService
 from mwaa_control.metadata.store import BackupStore
 from mwaa_control.pause import snapshot as snapshots
@@ -288,7 +289,12 @@ class LifecycleService:
     def verify_backup(self, step: VerifyBackup) -> VerifiedBackup:
         self._require_lock(step.environment, step.execution)
         verified = verify_for_deletion(
-            self._store, self._keys, step.environment, step.backup_id, before_delete=step.snapshot
+            self._store,
+            self._keys,
+            step.environment,
+            step.backup_id,
+            before_delete=step.snapshot,
+            accept_rest_path_losses=step.accept_rest_path_losses,
         )
         checked = "not taken (an export)"
         if step.snapshot:
@@ -381,13 +387,23 @@ class LifecycleService:
             message=f"paused; backup {step.backup_id}",
         )
         self._state.release(name, step.execution)
+        losses = self._rest_path_losses(name, step.backup_id)
         return Finished(
             environment=name,
             operation=Operation.PAUSE,
             phase=Phase.PAUSED,
             backup_id=step.backup_id,
-            message=f"{name} is paused: deleted after backup {step.backup_id} was verified",
+            message=f"{name} is paused: deleted after backup {step.backup_id} was verified"
+            + (" (taken through the REST API, as the pause accepted)" if losses else ""),
+            warnings=losses,
         )
+
+    def _rest_path_losses(self, name: str, backup_id: str) -> list[str]:
+        """What a resume from this backup will not bring back, when it was taken through the REST API."""
+        manifest = open_backup(self._store, name, backup_id, self._keys).manifest
+        if manifest.path != "rest":
+            return []
+        return [f"not restored on resume: {what} ({why})" for what, why in sorted(manifest.not_restored.items())]
 
     # --- export (no pause) -------------------------------------------------------------------------
     def prepare_export(self, step: PrepareExport) -> PausePlan:
@@ -457,7 +473,8 @@ class LifecycleService:
                 f"{name} was paused on Airflow {snapshot.airflow_version}, which MWAA no longer creates; "
                 f"backup {backup_id} is intact (restore it into an environment of a newer version)"
             )
-        verify_for_deletion(self._store, self._keys, name, backup_id)
+        # A backup taken through the REST API was accepted by the pause that deleted on it.
+        verified = verify_for_deletion(self._store, self._keys, name, backup_id, before_delete=False)
         self._state.update(name, phase=Phase.RESUMING, pending_backup_id=backup_id, message="")
         return ResumePlan(
             environment=name,
@@ -469,6 +486,7 @@ class LifecycleService:
                 "kms_key_id": self._settings.kms_key_id,
                 "backup_id": backup_id,
             },
+            restore_path="rest" if verified.path == "rest" else "database",
         )
 
     @staticmethod
@@ -540,7 +558,11 @@ class LifecycleService:
             operation=Operation.RESUME,
             phase=Phase.ACTIVE,
             backup_id=step.backup_id,
-            message=f"{name} is resumed from backup {step.backup_id}",
+            message=f"{name} is resumed from backup {step.backup_id}"
+            + (" through the REST API" if step.restore.get("path") == "rest" else ""),
+            warnings=[str(p)[:500] for p in (step.restore.get("problems") or [])][:50]
+            if step.restore.get("path") == "rest"
+            else [],
             creation_seconds=took,
             paused_hours=paused_hours,
             saved_usd=None if paused_hours is None else self._saved(name, paused_hours),
@@ -643,7 +665,13 @@ class LifecycleService:
                     self._set_paused(name, str(dag_id), False)
                 except (ControlPlaneError, ClientError):
                     failed.append(str(dag_id))
-        return [f"could not unpause {len(failed)} DAGs: {', '.join(failed[:20])}"] if failed else []
+        if failed:
+            return [f"could not unpause {len(failed)} DAGs: {', '.join(failed[:20])}"]
+        prefix = backup_prefix(name, backup_id)
+        if not self._store.exists(f"{prefix}/{MANIFEST}"):
+            # What a REST-path drain left next to a backup that was never written: no longer needed.
+            self._store.delete_prefix(prefix)
+        return []
 
 
 def _reason(error: Mapping[str, Any] | None) -> str:
