@@ -71,6 +71,23 @@ def test_a_schedule_with_drain_options_passes_them_to_its_pauses_only() -> None:
     assert "drain" not in default.execution_input
 
 
+def test_a_schedule_that_accepts_the_rest_path_losses_says_so_in_its_pauses_only() -> None:
+    accepting = office_hours().model_copy(update={"accept_rest_path_losses": True})
+    fleet = FleetDocument(schedules={"office": accepting}, calendars={}, environments={"a": "office", "b": "office"})
+    [pause] = reconcile(fleet, [live("a"), paused("b")], {}, NIGHT).start
+    assert pause.execution_input["accept_rest_path_losses"] is True
+    [resume] = reconcile(fleet, [live("a"), paused("b")], {}, WORKDAY).start
+    assert resume.action is FleetAction.RESUME and "accept_rest_path_losses" not in resume.execution_input
+    # Not accepted unless the schedule says so: the pause workflow then deletes nothing on a REST backup.
+    [default] = reconcile(document("a"), [live("a")], {}, NIGHT).start
+    assert "accept_rest_path_losses" not in default.execution_input
+    schedule = {"timezone": "Europe/Berlin", "periods": [{"days": ["mon"], "start": "08:00", "stop": "18:00"}]}
+    raw = {"version": 1, "schedules": {"office": {**schedule, "accept_rest_path_losses": "maybe"}}, "environments": {}}
+    with pytest.raises(ScheduleConfigError) as refused:
+        parse_fleet_document(raw)
+    assert [p.field for p in refused.value.problems] == ["schedules.office.accept_rest_path_losses"]
+
+
 def test_a_drain_option_in_the_document_is_validated_like_a_pause_input() -> None:
     schedule = {"timezone": "Europe/Berlin", "periods": [{"days": ["mon"], "start": "08:00", "stop": "18:00"}]}
     raw = {"version": 1, "schedules": {"office": {**schedule, "drain": {"timeout": -1}}}, "environments": {}}

@@ -126,6 +126,8 @@ class PlannedExecution(_Frozen):
     name: str
     drain: DrainOptions | None = None
     """A pause's drain, from its schedule (None: the workflow's default)."""
+    accept_rest_path_losses: bool = False
+    """A pause's acceptance of the REST path's losses, from its schedule."""
 
     @property
     def execution_input(self) -> dict[str, object]:
@@ -136,6 +138,8 @@ class PlannedExecution(_Frozen):
         }
         if self.drain is not None and self.action is FleetAction.PAUSE:
             execution["drain"] = self.drain.model_dump()
+        if self.accept_rest_path_losses and self.action is FleetAction.PAUSE:
+            execution["accept_rest_path_losses"] = True
         return execution
 
 
@@ -264,6 +268,7 @@ def reconcile(
             due=due,
             name=execution_name(entry.environment, action, due),
             drain=entry.schedule.drain if action is FleetAction.PAUSE else None,
+            accept_rest_path_losses=action is FleetAction.PAUSE and entry.schedule.accept_rest_path_losses,
         )
         wanted.append((planned, seen))
     start, limited = _within_limits(wanted, observed, limits)

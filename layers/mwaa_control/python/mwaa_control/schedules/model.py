@@ -162,6 +162,10 @@ class Schedule(_Frozen):
     which waits up to 30 minutes and abandons the pause (nothing deleted) if tasks still run; a
     nightly pause of an environment with long tasks may prefer `on_timeout: proceed` (the backup
     then records the tasks in flight)."""
+    accept_rest_path_losses: bool = False
+    """Its scheduled pauses of Airflow 3 environments whose workers carry no database credentials
+    back up through the REST API and delete on that backup, although run history and redacted
+    connection secrets do not come back on resume. False: such a pause fails and deletes nothing."""
 
     @model_validator(mode="after")
     def _some_period(self) -> Schedule:
