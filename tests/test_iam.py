@@ -244,6 +244,30 @@ def _execution(
     return is_allowed(identity, request) and not is_allowed(bucket_denies, request)
 
 
+def test_the_rest_path_function_removes_only_what_a_failed_backup_left() -> None:
+    backup = f"arn:aws:s3:::{BUCKET}/backups/etl/20261121T213305Z-1a2b3c4d"
+    for written in ("tables/variable/part-00000.parquet", "manifest.json", "pause-states.json"):
+        assert may("MetadataRestFunction", "s3:PutObject", f"{backup}/{written}")
+    for leftover in ("tables/variable/part-00000.parquet", "pause-states.json", "rest-drain.json"):
+        assert may("MetadataRestFunction", "s3:DeleteObject", f"{backup}/{leftover}")
+    for kept in ("manifest.json", "manifest.mac", "restores/r1.json"):
+        assert not may("MetadataRestFunction", "s3:DeleteObject", f"{backup}/{kept}")
+    assert not may("MetadataRestFunction", "s3:DeleteObject", f"arn:aws:s3:::{BUCKET}/snapshots/etl/x/environment.json")
+    assert not may("MetadataRestFunction", "s3:GetObject", f"arn:aws:s3:::{BUCKET}/snapshots/etl/x/environment.json")
+    # Airflow's Op through the REST API; a CLI token only for an environment that opted in
+    role = f"arn:aws:airflow:{REGION}:{ACCOUNT}:role/etl"
+    assert may("MetadataRestFunction", "airflow:InvokeRestApi", f"{role}/Op")
+    assert not may("MetadataRestFunction", "airflow:InvokeRestApi", f"{role}/Admin")
+    environment = f"arn:aws:airflow:{REGION}:{ACCOUNT}:environment/etl"
+    opted_in = {"aws:ResourceTag/mwaa-control:pause-resume": "enabled"}
+    assert may("MetadataRestFunction", "airflow:CreateCliToken", environment, opted_in)
+    assert not may("MetadataRestFunction", "airflow:CreateCliToken", environment)
+    assert not may("MetadataRestFunction", "airflow:DeleteEnvironment", environment, opted_in)
+    # The pause/resume steps' role stays as it was: no Op, no deletes in the bucket
+    assert not may("PauseResumeFunction", "airflow:InvokeRestApi", f"{role}/Op")
+    assert not may("PauseResumeFunction", "s3:DeleteObject", f"{backup}/pause-states.json")
+
+
 def test_an_environment_role_writes_and_reads_only_its_own_backups() -> None:
     own = f"arn:aws:s3:::{BUCKET}/backups/etl/20261121T213305Z-1a2b3c4d/manifest.json"
     other = f"arn:aws:s3:::{BUCKET}/backups/reporting/20261121T213305Z-1a2b3c4d/manifest.json"

@@ -56,7 +56,7 @@ import threading
 import uuid
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from io import BytesIO
@@ -312,14 +312,15 @@ def _cli_supported(argv: list[str], major: int) -> bool:
 
 
 # IAM, as the emulator asks it: may the caller do this action on this resource ARN?
-Authorizer = Callable[[str, str], bool]
+Authorizer = Callable[[str, str, Mapping[str, str]], bool]
+"""(action, resource, context): the context holds the environment's tags as aws:ResourceTag/*."""
 # Airflow's built-in roles, most privileged first. InvokeRestApi is authorised against
 # arn:...:role/{environment}/{role}; the caller acts as the most privileged role it may use.
 AIRFLOW_ROLES = ("Admin", "Op", "User", "Viewer", "Public")
 _SECURITY_PATHS = ("/users", "/roles", "/permissions")
 
 
-def allow_all(action: str, resource: str) -> bool:
+def allow_all(action: str, resource: str, context: Mapping[str, str] | None = None) -> bool:
     """The default: no IAM (tests that are not about permissions)."""
     return True
 
@@ -507,8 +508,11 @@ class MwaaEmulator:
             raise MwaaApiError(fault.code, fault.message, fault.status)
 
     def _require(self, action: str, resource: str) -> None:
-        # AWS authorises before it looks anything up: a refused caller learns nothing about names.
-        if not self.authorize(action, resource):
+        # AWS authorises before it looks anything up (a refused caller learns nothing about names),
+        # with the environment's tags as aws:ResourceTag/* when it exists.
+        found = next((e for k, e in self._environments.items() if self._environment_arn(*k) == resource), None)
+        context = {f"aws:ResourceTag/{k}": v for k, v in found.tags.items()} if found is not None else {}
+        if not self.authorize(action, resource, context):
             raise MwaaApiError(
                 "AccessDeniedException", f"User is not authorized to perform: {action} on resource: {resource}", 403
             )
@@ -820,7 +824,7 @@ class MwaaEmulator:
         roles = [
             role
             for role in AIRFLOW_ROLES
-            if self.authorize("airflow:InvokeRestApi", f"arn:aws:airflow:{region}:{account}:role/{name}/{role}")
+            if self.authorize("airflow:InvokeRestApi", f"arn:aws:airflow:{region}:{account}:role/{name}/{role}", {})
         ]
         if not roles:
             raise MwaaApiError(

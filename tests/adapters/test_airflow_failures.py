@@ -141,7 +141,7 @@ def test_tokens_never_reach_a_log_line(available: LocalCloud, caplog: pytest.Log
 
 
 def deny(*actions: str) -> Any:
-    return lambda action, resource: action not in actions
+    return lambda action, resource, context=None: action not in actions
 
 
 def test_iam_refusals_are_typed_not_retried_and_say_what_to_grant(available: LocalCloud) -> None:
@@ -158,7 +158,7 @@ def test_iam_refusals_are_typed_not_retried_and_say_what_to_grant(available: Loc
 
 def test_airflow_refusing_the_callers_role_is_a_typed_error(available: LocalCloud) -> None:
     # Given a caller allowed the Viewer role only
-    available.emulator.authorize = lambda action, resource: (
+    available.emulator.authorize = lambda action, resource, context: (
         action != "airflow:InvokeRestApi" or resource.endswith("role/ops/Viewer")
     )
     # When it writes a variable, then Airflow's 403 is a typed error naming the role problem

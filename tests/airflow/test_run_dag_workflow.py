@@ -148,12 +148,12 @@ def callback_record(env: AirflowEnvironment, reference: dict[str, Any]) -> dict[
     return dict(item) if item else None
 
 
-def allow(env: AirflowEnvironment, *roles: str) -> Callable[[str, str], bool]:
+def allow(env: AirflowEnvironment, *roles: str) -> Callable[[str, str, object], bool]:
     """A caller's IAM: the environment-level calls on its ARN, InvokeRestApi as the given roles."""
     environment_arn = f"arn:aws:airflow:{env.cloud.region}:{env.cloud.account}:environment/{env.name}"
     role_arns = {f"arn:aws:airflow:{env.cloud.region}:{env.cloud.account}:role/{env.name}/{r}" for r in roles}
 
-    def authorize(action: str, resource: str) -> bool:
+    def authorize(action: str, resource: str, context: object = None) -> bool:
         if action == "airflow:InvokeRestApi":
             return resource in role_arns
         return resource == environment_arn
@@ -162,7 +162,7 @@ def allow(env: AirflowEnvironment, *roles: str) -> Callable[[str, str], bool]:
 
 
 @contextmanager
-def iam(env: AirflowEnvironment, authorize: Callable[[str, str], bool]) -> Iterator[None]:
+def iam(env: AirflowEnvironment, authorize: Callable[[str, str, object], bool]) -> Iterator[None]:
     previous = env.cloud.emulator.authorize
     env.cloud.emulator.authorize = authorize
     try:
@@ -194,7 +194,10 @@ def test_the_trigger_path_needs_no_more_than_the_viewer_role(airflow_env: Airflo
 def test_environment_resources_do_not_grant_the_rest_api(airflow_env: AirflowEnvironment) -> None:
     # Given a caller granted InvokeRestApi only on environment/* (the wrong resource)
     environment_only = allow(airflow_env)
-    granted = iam(airflow_env, lambda action, resource: environment_only(action, resource) or resource.endswith("/*"))
+    granted = iam(
+        airflow_env,
+        lambda action, resource, context: environment_only(action, resource, context) or resource.endswith("/*"),
+    )
     # When it triggers, then the first REST call (is the DAG parsed?) is refused by IAM
     with granted, pytest.raises(AirflowAccessDenied, match="InvokeRestApi"):
         trigger_as(airflow_env, "token-environment-only-" + "t" * 64)

@@ -20,10 +20,10 @@ ENV_ARN = "arn:aws:airflow:us-east-1:123456789012:environment/ops"
 ROLE_ARN = "arn:aws:airflow:us-east-1:123456789012:role/ops/{}"
 
 
-def policy(*statements: tuple[str, str]) -> Callable[[str, str], bool]:
+def policy(*statements: tuple[str, str]) -> Callable[[str, str, object], bool]:
     """Allow (action pattern, resource pattern) pairs, with IAM's * wildcards; deny the rest."""
 
-    def authorize(action: str, resource: str) -> bool:
+    def authorize(action: str, resource: str, context: object = None) -> bool:
         seen.append((action, resource))
         return any(fnmatch.fnmatchcase(action, a) and fnmatch.fnmatchcase(resource, r) for a, r in statements)
 
@@ -39,7 +39,7 @@ ENVIRONMENT_ONLY = policy(
 )
 
 
-def as_role(*roles: str) -> Callable[[str, str], bool]:
+def as_role(*roles: str) -> Callable[[str, str, object], bool]:
     return policy(
         ("airflow:GetEnvironment", ENV_ARN),
         ("airflow:CreateCliToken", ENV_ARN),

@@ -128,9 +128,9 @@ class _FailingStore(LocalStore):
         time.sleep(0.01)
         super().put_file(key, source)
 
-    def delete_prefix(self, prefix: str) -> None:
+    def delete_prefix(self, prefix: str) -> list[str]:
         self.deleted = True
-        super().delete_prefix(prefix)
+        return super().delete_prefix(prefix)
 
 
 @pytest.mark.parametrize("failing", ["dag", "task_instance", "xcom"])

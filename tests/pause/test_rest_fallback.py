@@ -46,8 +46,9 @@ class FakeAirflow:
     calls: list[tuple[str, bool]] = field(default_factory=list)
 
     def paged(self, path: str, field_name: str, page_size: int = 100) -> Iterator[dict[str, Any]]:
-        assert (path, field_name) == ("/dags", "dags")
-        return iter([{"dag_id": d, "is_paused": p} for d, p in self.paused.items()])
+        if (path, field_name) != ("/dags", "dags"):
+            raise RuntimeError(f"{path}: not in this stand-in")
+        return iter([{"dag_id": d, "is_paused": p} for d, p in list(self.paused.items())])
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
         self.calls.append((dag_id, paused))
@@ -121,10 +122,42 @@ def test_a_drain_records_the_states_once_pauses_and_waits_across_retries(world: 
     with pytest.raises(DrainPending):
         world.service.back_up(ENV, EXECUTION, BACKUP, drain, accepted=True)
     assert _recorded(world) == {"hello": False, "reports": True}
-    # And once the timeout has passed with the task still running, an aborting drain fails
+    # And a DAG someone unpaused during the drain is paused again
+    world.airflow.paused["hello"] = False
+    with pytest.raises(DrainPending):
+        world.service.back_up(ENV, EXECUTION, BACKUP, drain, accepted=True)
+    assert world.airflow.calls == [("hello", True), ("hello", True)]
+    # And once the timeout has passed with the task still running, an aborting drain fails, unpauses
+    # what it paused and removes what it recorded
     world.now[0] += timedelta(minutes=6)
     with pytest.raises(DrainTimedOut, match="nothing was deleted"):
         world.service.back_up(ENV, EXECUTION, BACKUP, drain, accepted=True)
+    assert world.airflow.paused == {"hello": False, "reports": True, "mwaa_control_metadata_export": False}
+    assert world.airflow.calls[-1] == ("hello", False)
+    assert not world.store.occupied(backup_prefix(ENV, BACKUP))
+
+
+def test_tasks_a_paused_dag_never_moves_forward_do_not_hold_the_drain(world: World) -> None:
+    # Given only a task waiting for a retry (the scheduler moves nothing of a paused DAG)
+    world.airflow.running = [
+        {"dag_id": "hello", "dag_run_id": "r1", "task_id": "t", "map_index": -1, "state": "up_for_retry"}
+    ]
+    # When the drain looks, it goes straight on to the backup (which fails here: no API behind it)
+    with pytest.raises(Exception) as failed:
+        world.service.back_up(ENV, EXECUTION, BACKUP, DrainOptions(timeout=600), accepted=True)
+    assert not isinstance(failed.value, DrainPending)
+    # Then the failure unpaused what the drain paused and left nothing under the backup's prefix
+    assert world.airflow.calls == [("hello", True), ("hello", False)]
+    assert not world.store.occupied(backup_prefix(ENV, BACKUP))
+
+
+def test_an_unreadable_drain_start_stops_the_drain_and_puts_the_dags_back(world: World) -> None:
+    prefix = backup_prefix(ENV, BACKUP)
+    world.store.put_bytes(f"{prefix}/rest-drain.json", b'{"began_at": "not a time"}')
+    with pytest.raises(Exception, match="not the start a drain records"):
+        world.service.back_up(ENV, EXECUTION, BACKUP, DrainOptions(), accepted=True)
+    assert world.airflow.paused["hello"] is False
+    assert not world.store.occupied(prefix)
 
 
 def test_recorded_states_that_are_not_a_drains_are_refused(world: World) -> None:

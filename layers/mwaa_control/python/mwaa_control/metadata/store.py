@@ -20,7 +20,11 @@ class BackupStore(Protocol):
     def exists(self, key: str) -> bool: ...
     def occupied(self, prefix: str) -> bool: ...
     def list_prefixes(self, prefix: str) -> list[str]: ...
-    def delete_prefix(self, prefix: str) -> None: ...
+    def delete_prefix(self, prefix: str) -> list[str]:
+        """Deletes every object under `prefix` (or the object `prefix` itself); returns the keys that
+        could not be deleted (S3 reports a refused delete per object, in a successful response)."""
+        ...
+
     @property
     def url(self) -> str: ...
 
@@ -76,8 +80,19 @@ class LocalStore:
         folder = self._path(prefix)
         return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
-    def delete_prefix(self, prefix: str) -> None:
-        shutil.rmtree(self._path(prefix), ignore_errors=True)
+    def delete_prefix(self, prefix: str) -> list[str]:
+        path = self._path(prefix)
+        if path.is_file():
+            path.unlink()
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+        # As in S3, a prefix with nothing left under it is gone too.
+        root = self.root.resolve()
+        parent = path.parent
+        while parent != root and parent.is_relative_to(root) and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+        return []
 
 
 class S3Store:
@@ -141,12 +156,19 @@ class S3Store:
             names += [p["Prefix"].rstrip("/").rsplit("/", 1)[-1] for p in page.get("CommonPrefixes", [])]
         return sorted(names)
 
-    def delete_prefix(self, prefix: str) -> None:
+    def delete_prefix(self, prefix: str) -> list[str]:
+        refused: list[str] = []
+        key = self._key(prefix).rstrip("/")
         paginator = self._s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix).rstrip("/") + "/"):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=key):
+            # The prefix as a folder, or as one object: never a sibling that merely starts like it.
+            keys = [
+                {"Key": o["Key"]} for o in page.get("Contents", []) if o["Key"] == key or o["Key"].startswith(key + "/")
+            ]
             if keys:
-                self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
+                answer = self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
+                refused += [str(e.get("Key")) for e in answer.get("Errors", [])]
+        return refused
 
 
 def open_store(location: str, *, s3: Any = None, kms_key_id: str | None = None) -> BackupStore:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from mwaa_control.airflow.callback import ENVIRONMENT_NAME
 
@@ -74,7 +74,7 @@ class VerifyBackup(_Step):
     backup_id: BackupId
     snapshot: bool = True
     """A pause's backup comes with a snapshot, which must authenticate too; an export's has none."""
-    accept_rest_path_losses: bool = False
+    accept_rest_path_losses: StrictBool = False
     """The operator accepted a backup taken through the REST API (Airflow 3 without worker database
     credentials) as the one to delete the environment on, knowing what it does not restore."""
 
@@ -85,7 +85,7 @@ class RestBackup(_Step):
     action: Literal["rest_backup"]
     backup_id: BackupId
     drain: DrainOptions = Field(default_factory=DrainOptions)
-    accept_rest_path_losses: bool = False
+    accept_rest_path_losses: StrictBool = False
 
 
 class RestRestore(_Step):

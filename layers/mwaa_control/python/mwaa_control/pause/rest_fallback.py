@@ -17,6 +17,7 @@ proceeds (on_timeout "proceed": the running tasks are listed in the manifest) or
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,10 +36,17 @@ from mwaa_control.pause.state import PauseStateTable
 if TYPE_CHECKING:
     from mwaa_control.airflow.client import AirflowClient
 
+log = logging.getLogger(__name__)
+
 OWN_DAGS = "mwaa_control_"
 DRAIN_BEGAN = "rest-drain.json"
 """When the REST drain began (next to the pause states): retries measure the timeout from it."""
 UNFINISHED = ["running", "queued", "scheduled", "up_for_retry", "up_for_reschedule", "restarting", "deferred"]
+"""Listed in the manifest as in flight."""
+BUSY = ("running", "queued")
+"""What the drain waits for, as the export DAG's drain does: a paused DAG's scheduler moves none of
+the other unfinished states forward, so waiting for them would only run out the timeout."""
+MAX_PROBLEMS = 50
 PARSE_WAIT_SECONDS = 300.0
 """How long a REST restore waits for the new environment to parse the backup's DAGs before it
 applies the pause states it can and reports the others as pending."""
@@ -101,29 +109,64 @@ class RestPathService:
             return _summary(manifest.backup_id, manifest.path, manifest.drained, len(manifest.in_flight))
         airflow = self._airflow_for(environment)
         original = self._pause_states_before_drain(airflow, prefix)
+        try:
+            self._pause(airflow, original)
+            unfinished = self._unfinished(airflow)
+            busy = [t for t in unfinished if t.state in BUSY]
+            if busy:
+                waited = (self._clock() - self._drain_began(prefix)).total_seconds()
+                if waited < drain.timeout:
+                    raise DrainPending(f"{environment}: {len(busy)} tasks still run after {waited:.0f}s of the drain")
+                if drain.on_timeout == "abort":
+                    raise DrainTimedOut(
+                        f"{environment}: {len(busy)} tasks still ran when the drain's {drain.timeout:.0f}s passed; "
+                        "nothing was deleted and the DAGs the drain paused are unpaused"
+                    )
+            manifest = RestBackup(airflow, self._store).backup(
+                environment,
+                self._keys,
+                backup_id=backup_id,
+                clock=self._clock,
+                pause_states=original,
+                in_flight=unfinished,
+                drained=True,
+            )
+        except DrainPending:
+            raise  # the workflow retries: the recorded states and the paused DAGs stay as they are
+        except Exception:
+            # The pause ends here: unpause what the drain paused, remove what it left, then fail.
+            # (A crash or a timeout of this function leaves that to the failure path's put-back.)
+            self._put_back(airflow, original, prefix)
+            raise
+        return _summary(manifest.backup_id, manifest.path, manifest.drained, len(manifest.in_flight))
+
+    @staticmethod
+    def _pause(airflow: AirflowClient, original: dict[str, bool]) -> None:
+        """Pause what the drain found unpaused and is unpaused now: one listing per attempt, a call
+        per DAG only when needed (a DAG someone unpaused during the drain is paused again)."""
+        now = {str(d["dag_id"]): bool(d["is_paused"]) for d in airflow.paged("/dags", "dags")}
+        for dag_id, paused in sorted(original.items()):
+            if not paused and now.get(dag_id) is False:
+                airflow.set_paused(dag_id, True)
+
+    def _put_back(self, airflow: AirflowClient, original: dict[str, bool], prefix: str) -> None:
+        failed: list[str] = []
         for dag_id, paused in sorted(original.items()):
             if not paused:
-                airflow.set_paused(dag_id, True)
-        running = self._unfinished(airflow)
-        if running:
-            waited = (self._clock() - self._drain_began(prefix)).total_seconds()
-            if waited < drain.timeout:
-                raise DrainPending(f"{environment}: {len(running)} tasks still run after {waited:.0f}s of the drain")
-            if drain.on_timeout == "abort":
-                raise DrainTimedOut(
-                    f"{environment}: {len(running)} tasks still ran when the drain's {drain.timeout:.0f}s passed; "
-                    "nothing was deleted and the DAGs the drain paused are unpaused"
-                )
-        manifest = RestBackup(airflow, self._store).backup(
-            environment,
-            self._keys,
-            backup_id=backup_id,
-            clock=self._clock,
-            pause_states=original,
-            in_flight=running,
-            drained=True,
-        )
-        return _summary(manifest.backup_id, manifest.path, manifest.drained, len(manifest.in_flight))
+                try:
+                    airflow.set_paused(dag_id, False)
+                except Exception:  # every DAG gets its chance; the failure path retries the rest
+                    failed.append(dag_id)
+        if failed:
+            log.warning("could not unpause %d DAGs; the failure path tries again", len(failed))
+            return  # the failure path reads the recorded states to try again
+        if self._store.exists(f"{prefix}/{MANIFEST}"):
+            return  # a backup was written after all: nothing of it is removed
+        left = self._store.delete_prefix(f"{prefix}/tables")
+        for name in (DRAIN_BEGAN, PAUSE_STATES):
+            left += self._store.delete_prefix(f"{prefix}/{name}")
+        if left:
+            log.warning("could not remove %d objects the drain left under %s", len(left), prefix)
 
     def _pause_states_before_drain(self, airflow: AirflowClient, prefix: str) -> dict[str, bool]:
         """Every DAG's pause state as the drain found it, written before anything is paused; a retry
@@ -133,24 +176,28 @@ class RestPathService:
             loaded = json.loads(self._store.get_bytes(key))
             if not isinstance(loaded, dict) or not all(isinstance(v, bool) for v in loaded.values()):
                 raise ControlPlaneError(f"{key} is not the pause states a drain writes; nothing was changed")
-            return {str(k): v for k, v in loaded.items()}
-        original = {
-            str(dag["dag_id"]): bool(dag["is_paused"])
-            for dag in airflow.paged("/dags", "dags")
-            if not str(dag["dag_id"]).startswith(OWN_DAGS)
-        }
-        self._store.put_bytes(
-            f"{prefix}/{DRAIN_BEGAN}", json.dumps({"began_at": self._clock().astimezone(UTC).isoformat()}).encode()
-        )
-        self._store.put_bytes(key, json.dumps(original, indent=1, sort_keys=True).encode())
+            original = {str(k): v for k, v in loaded.items()}
+        else:
+            original = {
+                str(dag["dag_id"]): bool(dag["is_paused"])
+                for dag in airflow.paged("/dags", "dags")
+                if not str(dag["dag_id"]).startswith(OWN_DAGS)
+            }
+            self._store.put_bytes(key, json.dumps(original, indent=1, sort_keys=True).encode())
+        if not self._store.exists(f"{prefix}/{DRAIN_BEGAN}"):
+            began = {"began_at": self._clock().astimezone(UTC).isoformat()}
+            self._store.put_bytes(f"{prefix}/{DRAIN_BEGAN}", json.dumps(began).encode())
         return original
 
     def _drain_began(self, prefix: str) -> datetime:
+        key = f"{prefix}/{DRAIN_BEGAN}"
         try:
-            began = json.loads(self._store.get_bytes(f"{prefix}/{DRAIN_BEGAN}"))["began_at"]
-            return datetime.fromisoformat(str(began))
-        except (ValueError, KeyError, TypeError):
-            return self._clock()  # unreadable: the drain's timeout starts now, never earlier
+            began = datetime.fromisoformat(str(json.loads(self._store.get_bytes(key))["began_at"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ControlPlaneError(f"{key} is not the start a drain records; the drain stops") from error
+        if began.tzinfo is None:
+            raise ControlPlaneError(f"{key} records a start without a time zone; the drain stops")
+        return began
 
     @staticmethod
     def _unfinished(airflow: AirflowClient) -> list[InFlightTask]:
@@ -187,10 +234,19 @@ class RestPathService:
             self._sleep(15)
         started = time.monotonic()
         report = RestRestore(airflow, self._store).restore(environment, backup_id, self._keys, clock=self._clock)
-        result: dict[str, Any] = report.model_dump(mode="json")
-        result["seconds"] = round(time.monotonic() - started, 3)
-        result["path"] = "rest"
-        return result
+        # What the workflow keeps, bounded: Step Functions passes at most 256 KB between states.
+        problems = [p[:300] for p in report.problems[:MAX_PROBLEMS]]
+        if len(report.problems) > MAX_PROBLEMS:
+            problems.append(f"... and {len(report.problems) - MAX_PROBLEMS} more")
+        return {
+            "path": "rest",
+            "seconds": round(time.monotonic() - started, 3),
+            "verified": report.verified,
+            "problems": problems,
+            "tables": {
+                t.table: {"in_backup": t.in_backup, "inserted": t.inserted, "updated": t.updated} for t in report.tables
+            },
+        }
 
 
 def _summary(backup_id: str, path: str, drained: bool, in_flight: int) -> dict[str, Any]:

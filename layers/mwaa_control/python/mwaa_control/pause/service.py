@@ -31,7 +31,7 @@ from mwaa_control import clock as control_clock
 from mwaa_control.errors import ControlPlaneError
 from mwaa_control.metadata.authentication import open_backup
 from mwaa_control.metadata.errors import MetadataError
-from mwaa_control.metadata.manifest import MANIFEST, PAUSE_STATES, backup_prefix
+from mwaa_control.metadata.manifest import PAUSE_STATES, backup_prefix
 from mwaa_control.metadata.sealing import KeyService
 from mwaa_control.metadata.store import BackupStore
 from mwaa_control.pause import snapshot as snapshots
@@ -386,8 +386,8 @@ class LifecycleService:
             paused_intervals=record.pause_began(self._clock()),
             message=f"paused; backup {step.backup_id}",
         )
-        self._state.release(name, step.execution)
         losses = self._rest_path_losses(name, step.backup_id)
+        self._state.release(name, step.execution)
         return Finished(
             environment=name,
             operation=Operation.PAUSE,
@@ -399,8 +399,14 @@ class LifecycleService:
         )
 
     def _rest_path_losses(self, name: str, backup_id: str) -> list[str]:
-        """What a resume from this backup will not bring back, when it was taken through the REST API."""
-        manifest = open_backup(self._store, name, backup_id, self._keys).manifest
+        """What a resume from this backup will not bring back, when it was taken through the REST API.
+        Informational: the environment is paused whatever this finds, so a failure to read is reported."""
+        try:
+            manifest = open_backup(self._store, name, backup_id, self._keys).manifest
+        except (MetadataError, ClientError) as error:
+            return [
+                f"could not read backup {backup_id}'s manifest to list what a resume leaves out: {type(error).__name__}"
+            ]
         if manifest.path != "rest":
             return []
         return [f"not restored on resume: {what} ({why})" for what, why in sorted(manifest.not_restored.items())]
@@ -665,13 +671,7 @@ class LifecycleService:
                     self._set_paused(name, str(dag_id), False)
                 except (ControlPlaneError, ClientError):
                     failed.append(str(dag_id))
-        if failed:
-            return [f"could not unpause {len(failed)} DAGs: {', '.join(failed[:20])}"]
-        prefix = backup_prefix(name, backup_id)
-        if not self._store.exists(f"{prefix}/{MANIFEST}"):
-            # What a REST-path drain left next to a backup that was never written: no longer needed.
-            self._store.delete_prefix(prefix)
-        return []
+        return [f"could not unpause {len(failed)} DAGs: {', '.join(failed[:20])}"] if failed else []
 
 
 def _reason(error: Mapping[str, Any] | None) -> str:

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from mwaa_control.pause.models import DrainOptions, EnvironmentName
 
@@ -162,7 +162,7 @@ class Schedule(_Frozen):
     which waits up to 30 minutes and abandons the pause (nothing deleted) if tasks still run; a
     nightly pause of an environment with long tasks may prefer `on_timeout: proceed` (the backup
     then records the tasks in flight)."""
-    accept_rest_path_losses: bool = False
+    accept_rest_path_losses: StrictBool = False
     """Its scheduled pauses of Airflow 3 environments whose workers carry no database credentials
     back up through the REST API and delete on that backup, although run history and redacted
     connection secrets do not come back on resume. False: such a pause fails and deletes nothing."""
