@@ -41,6 +41,7 @@ from mwaa_control.metadata.database import (
     RowTooLarge,
     quote,
     same_snapshot,
+    table_sizes,
 )
 from mwaa_control.metadata.errors import DrainTimeout, MetadataError
 from mwaa_control.metadata.manifest import (
@@ -56,7 +57,7 @@ from mwaa_control.metadata.manifest import (
     new_backup_id,
 )
 from mwaa_control.metadata.memory import with_lean_arrow_memory
-from mwaa_control.metadata.schema import Schema, Table
+from mwaa_control.metadata.schema import Kind, Schema, Table
 from mwaa_control.metadata.sealing import KeyService, Sealer, fernet_decrypt, fernet_from
 from mwaa_control.metadata.store import BackupStore, scratch_dir
 
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 ROW_GROUP_BYTES = 4 << 20
 ROW_GROUP_ROWS = 1 << 20
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd"}
+"""What every column shares; parquet_options adds the per-column choices."""
 UNFINISHED = ("running", "queued", "scheduled", "deferred", "up_for_retry", "up_for_reschedule", "restarting")
 BUSY = ("running", "queued")
 OWN_DAGS = catalog.CONTROL_PLANE_DAG_PREFIX.replace("_", "\\_") + "%"
@@ -277,7 +279,7 @@ class BackupEngine:
                 return sealed, dropped
 
             lanes = [reader] if twin is None else [reader, twin]
-            counts = _read_in_lanes([t for t in exported if t.name in filled], lanes, read)
+            counts = _read_in_lanes(_largest_first(reader, [t for t in exported if t.name in filled]), lanes, read)
             sealed_count = sum(sealed for sealed, _ in counts.values())
             stripped[0] = sum(dropped for _, dropped in counts.values())
             finished = tails.finish()
@@ -405,14 +407,16 @@ class _EmptyTail(_TableTail):
         super().__init__(table, scratch / f"{table.name}.parquet", 0, None)
 
     def finish(self, store: BackupStore, prefix: str) -> TableEntry:
-        pq.ParquetWriter(self.local, self.table.arrow_schema(), **PARQUET_OPTIONS).close()
+        schema = self.table.arrow_schema()
+        pq.ParquetWriter(self.local, schema, **parquet_options(schema, self.table)).close()
         return super().finish(store, prefix)
 
 
 def _read_table(table: Table, batches: Iterator[pa.RecordBatch], scratch: Path) -> _TableTail:
     """Read every row of the table into its encoder; the encoder may still be writing the last group."""
     local = scratch / f"{table.name}.parquet"
-    encoder = _ParquetEncoder(local, table.arrow_schema())
+    schema = table.arrow_schema()
+    encoder = _ParquetEncoder(local, schema, parquet_options(schema, table))
     try:
         rows = encoder.feed(_row_groups(batches))
     except BaseException:
@@ -420,6 +424,21 @@ def _read_table(table: Table, batches: Iterator[pa.RecordBatch], scratch: Path) 
             encoder.close()
         raise
     return _TableTail(table, local, rows, encoder)
+
+
+def parquet_options(schema: pa.Schema, table: Table | None = None) -> dict[str, Any]:
+    """The writer's options for a table, chosen per column kind. Dictionary encoding only for plain
+    text (states, DAG and task ids, hostnames: few distinct values); numbers, timestamps, JSON and
+    blobs are mostly distinct, and trying a dictionary on them costs time and makes files larger.
+    Statistics (min/max) for every column but JSON documents and blobs: Athena skips row groups by
+    them (a DAG id, a state, a date range), and on long documents they cost time and say nothing."""
+    if table is not None:
+        text = [c.name for c in table.columns if c.kind is Kind.TEXT]
+        summarised = [c.name for c in table.columns if c.kind not in (Kind.JSON, Kind.BINARY)]
+    else:
+        text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+        summarised = [f.name for f in schema if not (pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type))]
+    return {**PARQUET_OPTIONS, "use_dictionary": text or False, "write_statistics": summarised or False}
 
 
 class _Tails:
@@ -523,6 +542,13 @@ def _read_in_lanes(
     return counts
 
 
+def _largest_first(reader: Reader, tables: list[Table]) -> list[Table]:
+    """The tables in the order the lanes take them: the largest first, so that no lane is left
+    reading a large table alone at the end (the order of reading does not matter to the snapshot)."""
+    sizes = table_sizes(reader, [t.name for t in tables])
+    return sorted(tables, key=lambda t: -sizes.get(t.name, 0))
+
+
 def _filled(reader: Reader, tables: list[Table]) -> set[str]:
     """The tables holding at least one row in the snapshot, found in one round trip."""
     if not tables:
@@ -551,7 +577,7 @@ def _row_groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Table]:
 
 def write_parquet(path: Path, schema: pa.Schema, groups: Iterator[pa.Table]) -> int:
     """Write row groups to a Parquet file; returns the row count."""
-    encoder = _ParquetEncoder(path, schema)
+    encoder = _ParquetEncoder(path, schema, parquet_options(schema))
     try:
         rows = encoder.feed(groups)
     except BaseException:
@@ -567,7 +593,8 @@ class _ParquetEncoder:
     thread reads and parses the next group: one group waits between them, so memory stays at a few
     groups whatever the table's size."""
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
+    def __init__(self, path: Path, schema: pa.Schema, options: dict[str, Any]) -> None:
+        self._options = options
         self._queue: Queue[pa.Table | None] = Queue(maxsize=1)
         self._failure: list[BaseException] = []
         self._path = path
@@ -579,7 +606,7 @@ class _ParquetEncoder:
     def _encode(self) -> None:
         finished = False
         try:
-            with pq.ParquetWriter(self._path, self._schema, **PARQUET_OPTIONS) as writer:
+            with pq.ParquetWriter(self._path, self._schema, **self._options) as writer:
                 while (group := self._queue.get()) is not None:
                     writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
                 finished = True
@@ -677,25 +704,43 @@ def _sealed(
             chosen = batch.filter(mask)
             values = chosen.column(sealed.column).to_pylist()
             flags = chosen.column(sealed.flag).to_pylist() if sealed.flag else [None] * len(values)
-            names = _row_names(chosen, table)
             where = f"{table.name}.{sealed.column}"
-            out: list[str] = []
-            for value, flag, name in zip(values, flags, names, strict=True):
-                if sealed.flag is None and sealed.detect_fernet and not value.lstrip().startswith("{"):
-                    # Not plain JSON, so Airflow encrypted it (trigger kwargs since 2.9): it must decrypt.
-                    plain, encrypted = fernet_decrypt(fernet, value, where=f"{where} of {name}"), True
-                elif sealed.flag is None:
-                    plain, encrypted = value, False
-                elif flag:
-                    plain, encrypted = fernet_decrypt(fernet, value, where=f"{where} of {name}"), True
-                else:
-                    plain, encrypted = value, False
-                out.append(sealer.seal(plain, fernet=encrypted, where=where))
+            if sealed.flag is None and not sealed.detect_fernet:
+                # Plaintext by definition (the audit log's extra): nothing to decrypt, no row to name.
+                seal = partial(sealer.seal, fernet=False, where=where)
+                out = [seal(value) for value in values]
+            else:
+                out = _unsealed_then_sealed(values, flags, _row_names(chosen, table), sealed, sealer, fernet, where)
             counter[0] += len(out)
             index = batch.schema.get_field_index(sealed.column)
             replaced = pc.replace_with_mask(column, mask, pa.array(out, pa.string()))
             batch = batch.set_column(index, batch.schema.field(index), replaced)
         yield batch
+
+
+def _unsealed_then_sealed(
+    values: list[str],
+    flags: list[Any],
+    names: list[str],
+    sealed: SealedColumn,
+    sealer: Sealer,
+    fernet: MultiFernet | None,
+    where: str,
+) -> list[str]:
+    """Values that may be Fernet-encrypted: decrypted (or refused, naming the row), then sealed."""
+    out: list[str] = []
+    for value, flag, name in zip(values, flags, names, strict=True):
+        if sealed.flag is None and sealed.detect_fernet and not value.lstrip().startswith("{"):
+            # Not plain JSON, so Airflow encrypted it (trigger kwargs since 2.9): it must decrypt.
+            plain, encrypted = fernet_decrypt(fernet, value, where=f"{where} of {name}"), True
+        elif sealed.flag is None:
+            plain, encrypted = value, False
+        elif flag:
+            plain, encrypted = fernet_decrypt(fernet, value, where=f"{where} of {name}"), True
+        else:
+            plain, encrypted = value, False
+        out.append(sealer.seal(plain, fernet=encrypted, where=where))
+    return out
 
 
 def _selected(batch: pa.RecordBatch, sealed: SealedColumn) -> pa.Array:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import binascii
 import contextlib
 import io
-import os
 import re
 import select
 import sqlite3
@@ -43,9 +42,14 @@ BATCH_ROWS = 65_536
 # XCom values (kilobytes each) would be hundreds of MB of Arrow memory per batch.
 BATCH_BYTES = 8 << 20
 FETCH_ROWS = 1_024  # SQLite rows fetched at a time while a batch fills up to BATCH_BYTES
-COPY_CHUNK = 1 << 18  # bytes of COPY output gathered before they are handed to the CSV parser
-# Arrow reads ahead several blocks, and the backup reads two tables at once: 1 MB blocks cost
-# ~15 MB more resident memory than 512 kB for no speed; 256 kB ones are ~15% slower.
+# COPY output (whole rows) is handed to the CSV parser in chunks of at most COPY_CHUNK bytes (or one
+# larger row), each read from memory as a CSV stream of its own: no chunk ends inside a row. Small
+# enough that parsing and encoding follow the COPY closely (4 MB chunks are ~20% slower in all),
+# large enough that opening a reader per chunk does not count.
+COPY_CHUNK = 1 << 20
+# Arrow parses a chunk in blocks of this size, a record batch each. On wide rows, 1 MB blocks parse
+# ~30% slower than 512 kB ones (a block is scanned twice, for rows and then for values, and a
+# smaller one stays in the CPU's cache); 256 kB ones make too many batches.
 CSV_BLOCK = 1 << 19
 MAX_CSV_BLOCK = 1 << 30  # a single row may be this large (a CSV row must fit in one block)
 
@@ -106,6 +110,17 @@ def same_snapshot(reader: Reader) -> Iterator[Reader | None]:
         return
     with database.same_snapshot(reader) as twin:
         yield twin
+
+
+def table_sizes(reader: Reader, tables: Sequence[str]) -> dict[str, int]:
+    """Each table's size on disk (with its TOAST data), where the dialect knows it cheaply: the
+    backup reads the largest tables first, so that its lanes finish together. Empty where unknown
+    (SQLite: its snapshot is read by one thread, in any order)."""
+    if not isinstance(reader, PostgresSession) or not tables:
+        return {}
+    sizes = ", ".join("pg_table_size(to_regclass(?))" for _ in tables)
+    (row,) = reader.query(f"SELECT {sizes}", [quote(t) for t in tables])
+    return {t: int(size or 0) for t, size in zip(tables, row, strict=True)}
 
 
 def _timestamp_text(value: datetime) -> str:
@@ -348,28 +363,61 @@ def _results_done(pgconn: Any) -> None:
             return
 
 
-class _Spool:
-    """Where a COPY thread writes: the pipe to the parser. Once the parser has stopped, what is left
-    of the COPY is dropped, so the driver never sees a failed write and leaves its connection in a
-    sane state. The reader then either lets the COPY run out (a row too large for the parser's
-    block: the snapshot's transaction must survive to read the table again) or cancels it (any other
-    stop: the backup is failing, and a large table would take minutes to run out)."""
+class _Chunks:
+    """Where a COPY thread writes: whole rows, gathered into chunks of about `size` bytes that the
+    reading thread parses, each on its own (a COPY row is a message of its own, so a chunk always
+    ends at a row's end). At most `depth` chunks wait between the threads. Once the reader has
+    stopped, what is left of the COPY is dropped, so the driver never sees a failed write and leaves
+    its connection in a sane state. The reader then either lets the COPY run out (a row too large
+    for the parser's block: the snapshot's transaction must survive to read the table again) or
+    cancels it (any other stop: the backup is failing, and a large table would take minutes to run
+    out)."""
 
-    def __init__(self, fd: int) -> None:
-        self._out = os.fdopen(fd, "wb", buffering=1 << 20)
-        self.dropped = False
+    def __init__(self, size: int, depth: int = 2) -> None:
+        self._size = size
+        self._queue: Queue[Any] = Queue(maxsize=depth)
+        self._pending = bytearray()
+        self._stopped = threading.Event()
 
     def write(self, data: Any) -> int:
-        if not self.dropped:
-            try:
-                return self._out.write(data)
-            except BrokenPipeError:
-                self.dropped = True
+        """Whole rows: libpq's loop hands on a chunk at a time, psycopg2 a row at a time. A chunk
+        never goes past `size` bytes unless a single row does (then that row is a chunk of its own)."""
+        if self._stopped.is_set():
+            return len(data)  # dropped
+        if self._pending and len(self._pending) + len(data) > self._size:
+            self._put(self._pending)
+            self._pending = bytearray()
+        if not self._pending and len(data) * 2 >= self._size:
+            self._put(data)  # (most of) a chunk already: no copy
+        else:
+            self._pending += data
         return len(data)
 
+    def _put(self, chunk: Any) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(chunk, timeout=0.1)
+                return
+            except Full:
+                continue
+
     def close(self) -> None:
-        with contextlib.suppress(BrokenPipeError):
-            self._out.close()
+        """The COPY is over (or failed): the reader gets what is pending, then the end."""
+        if self._pending:
+            self._put(self._pending)
+            self._pending = bytearray()
+        self._put(None)
+
+    def __iter__(self) -> Iterator[Any]:
+        while (chunk := self._queue.get()) is not None:
+            yield chunk
+
+    def stop(self) -> None:
+        """The reader takes no more chunks: the writer drops the rest (and never blocks)."""
+        self._stopped.set()
+        with contextlib.suppress(Empty):
+            while True:
+                self._queue.get_nowait()
 
 
 def _offsets(array: pa.Array, kind: pa.DataType) -> pa.Array:
@@ -531,6 +579,24 @@ class _ChunkStream(io.RawIOBase):
         return size
 
 
+def _csv_options(
+    table: Table, csv_types: dict[str, pa.DataType], block_size: int
+) -> tuple[pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions]:
+    return (
+        # One thread: a chunk is a block or two, and the other lane and the encoders keep the CPUs busy.
+        pacsv.ReadOptions(column_names=table.column_names, block_size=block_size, use_threads=False),
+        pacsv.ParseOptions(newlines_in_values=True),
+        pacsv.ConvertOptions(
+            column_types=csv_types,
+            true_values=["t"],
+            false_values=["f"],
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
 class PostgresSession:
     def __init__(self, raw: Any) -> None:
         self._raw = raw
@@ -593,16 +659,17 @@ class PostgresSession:
             raise MetadataError(f"COPY did not start: {message.strip()}")
         try:
             get, write, readable = pgconn.get_copy_data, spool.write, _Readable(pgconn.socket)
-            # The server sends a message per row: rows are gathered here and handed on in chunks,
-            # one call into the spool per chunk rather than one per row.
+            # The server sends a message per row: rows are gathered here and handed on in chunks of
+            # at most COPY_CHUNK bytes (or one larger row), one call into the spool per chunk rather
+            # than one per row.
             pending = bytearray()
             while True:
                 size, data = get(1)
                 if size > 0:
-                    pending += data
-                    if len(pending) >= COPY_CHUNK:
+                    if size + len(pending) > COPY_CHUNK and pending:
                         write(pending)
                         pending = bytearray()
+                    pending += data
                 elif size == 0:
                     readable.wait()
                     pgconn.consume_input()
@@ -672,71 +739,61 @@ class PostgresSession:
         csv_types = {
             c.name: (pa.string() if c.kind is Kind.BINARY else schema.field(c.name).type) for c in table.columns
         }
-        # COPY runs in a thread writing into a pipe while Arrow's C++ reader parses the other end, so
-        # reading from the server and parsing overlap and nothing is spooled to disk.
-        read_end, write_end = os.pipe()
+        # COPY runs in a thread gathering rows into chunks while Arrow's C++ reader parses the
+        # chunks before, so reading from the server and parsing overlap and nothing is spooled to
+        # disk. Arrow reads each chunk from memory: it never calls back into Python for its input.
         failure: list[BaseException] = []
-
-        spool = _Spool(write_end)
+        chunks = _Chunks(COPY_CHUNK)
 
         def produce() -> None:
             try:
-                self._copy_out(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", spool)
+                self._copy_out(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", chunks)
             except BaseException as error:  # re-raised in the reading thread
                 failure.append(error)
             finally:
-                spool.close()
+                chunks.close()
 
         producer = threading.Thread(target=produce, name=f"copy-{table.name}", daemon=True)
         producer.start()
         finished = False
-        with os.fdopen(read_end, "rb", buffering=1 << 20) as source:
-            try:
-                yield from self._parse(source, table, schema, csv_types, block_size)
-                finished = True
-            except pa.ArrowInvalid as error:
-                if "straddl" in str(error):
-                    # Let the COPY run out (dropped), so this snapshot can read the table again.
-                    source.close()
-                    producer.join()
-                    finished = True
-                    if failure:  # the server failed first: its error is the one to report
-                        raise failure[0] from error
-                    raise RowTooLarge(f"{table.name}: a row is larger than {block_size} bytes") from error
-                if failure:  # the server failed first (its error is recorded before the pipe closes)
-                    raise failure[0] from error
-                raise MetadataError(f"{table.name}: cannot parse PostgreSQL's COPY output: {error}") from error
-            finally:
-                if not finished and producer.is_alive():
-                    self.cancel()  # stopped early for another reason: do not read the rest
-                source.close()
+        options = _csv_options(table, csv_types, block_size)
+        binary = [c.name for c in table.columns if c.kind is Kind.BINARY]
+        try:
+            for chunk in chunks:
+                yield from self._parse(chunk, table, schema, options, binary)
+            finished = True
+        except pa.ArrowInvalid as error:
+            if "straddl" in str(error):
+                # Let the COPY run out (dropped), so this snapshot can read the table again.
+                chunks.stop()
                 producer.join()
+                finished = True
+                if failure:  # the server failed first: its error is the one to report
+                    raise failure[0] from error
+                raise RowTooLarge(f"{table.name}: a row is larger than {block_size} bytes") from error
+            if failure:  # the server failed first (its error is recorded before the end is signalled)
+                raise failure[0] from error
+            raise MetadataError(f"{table.name}: cannot parse PostgreSQL's COPY output: {error}") from error
+        finally:
+            if not finished and producer.is_alive():
+                self.cancel()  # stopped early for another reason: do not read the rest
+            chunks.stop()
+            producer.join()
         if failure:
             raise failure[0]
 
     @staticmethod
     def _parse(
-        source: Any, table: Table, schema: pa.Schema, csv_types: dict[str, pa.DataType], block_size: int
+        chunk: Any,
+        table: Table,
+        schema: pa.Schema,
+        options: tuple[pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions],
+        binary: list[str],
     ) -> Iterator[pa.RecordBatch]:
-        try:
-            reader = pacsv.open_csv(
-                source,
-                read_options=pacsv.ReadOptions(column_names=table.column_names, block_size=block_size),
-                parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=csv_types,
-                    true_values=["t"],
-                    false_values=["f"],
-                    null_values=[""],
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
-        except pa.ArrowInvalid as error:
-            if "Empty CSV file" in str(error):
-                return
-            raise
-        binary = [c.name for c in table.columns if c.kind is Kind.BINARY]
+        read, parse, convert = options
+        reader = pacsv.open_csv(
+            pa.BufferReader(pa.py_buffer(chunk)), read_options=read, parse_options=parse, convert_options=convert
+        )
         for block in reader:
             batch = block
             if binary:
