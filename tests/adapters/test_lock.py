@@ -57,24 +57,32 @@ def crashed_holder(cloud: LocalCloud, *, lease_seconds: int, rvn: str | None = "
 
 
 def test_only_one_holder_at_a_time(cloud: LocalCloud) -> None:
-    inside, overlaps = [0], [0]
+    inside, overlaps, entered = [0], [0], [0]
+    failures: list[BaseException] = []
     guard = threading.Lock()
 
     def work() -> None:
-        with lock(cloud, wait_seconds=30).hold("env"):
-            with guard:
-                inside[0] += 1
-                overlaps[0] = max(overlaps[0], inside[0])
-            time.sleep(0.02)
-            with guard:
-                inside[0] -= 1
+        # A lease far longer than any stall of this shared machine: a takeover here could only be a
+        # bug (CI once saw a 30 s lease taken over while six threads contended under heavy load).
+        try:
+            with lock(cloud, wait_seconds=120, lease_seconds=600).hold("env"):
+                with guard:
+                    inside[0] += 1
+                    entered[0] += 1
+                    overlaps[0] = max(overlaps[0], inside[0])
+                time.sleep(0.02)
+                with guard:
+                    inside[0] -= 1
+        except BaseException as error:  # a thread's exception would otherwise never fail the test
+            failures.append(error)
 
     threads = [threading.Thread(target=work) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert overlaps[0] == 1
+    assert failures == []
+    assert entered[0] == 6 and overlaps[0] == 1
 
 
 def test_busy_lock_gives_up_after_the_wait(cloud: LocalCloud) -> None:
