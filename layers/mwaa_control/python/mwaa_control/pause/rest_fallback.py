@@ -160,11 +160,15 @@ class RestPathService:
         if failed:
             log.warning("could not unpause %d DAGs; the failure path tries again", len(failed))
             return  # the failure path reads the recorded states to try again
-        if self._store.exists(f"{prefix}/{MANIFEST}"):
-            return  # a backup was written after all: nothing of it is removed
-        left = self._store.delete_prefix(f"{prefix}/tables")
-        for name in (DRAIN_BEGAN, PAUSE_STATES):
-            left += self._store.delete_prefix(f"{prefix}/{name}")
+        try:
+            if self._store.exists(f"{prefix}/{MANIFEST}"):
+                return  # a backup was written after all: nothing of it is removed
+            left = self._store.delete_prefix(f"{prefix}/tables")
+            for name in (DRAIN_BEGAN, PAUSE_STATES):
+                left += self._store.delete_prefix(f"{prefix}/{name}")
+        except Exception as error:  # the failure that brought us here is the one the workflow must see
+            log.warning("could not remove what the drain left under %s (%s)", prefix, type(error).__name__)
+            return
         if left:
             log.warning("could not remove %d objects the drain left under %s", len(left), prefix)
 
