@@ -216,10 +216,15 @@ def test_the_heartbeat_survives_a_transport_error_and_keeps_the_lease(cloud: Loc
     from botocore.exceptions import EndpointConnectionError
 
     flaky = FlakyDynamoDb(cloud.client("dynamodb"), EndpointConnectionError(endpoint_url="https://dynamodb"))
-    held = DynamoDbLeaseLock(flaky, cloud.physical["LockTable"], lease_seconds=0.6, wait_seconds=5)
+    # A lease long enough that a loaded machine's stalls do not end it (beats every 2 s)
+    held = DynamoDbLeaseLock(flaky, cloud.physical["LockTable"], lease_seconds=10, wait_seconds=5)
     with held.hold("env") as lease:
-        # The first beat fails on the network; DynamoDB answers again afterwards
-        time.sleep(1.0)
+        # The first beat fails on the network; DynamoDB answers the next one
+        acquired = lease._renewed_at
+        deadline = time.monotonic() + 60
+        while (flaky.failures or lease._renewed_at == acquired) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lease._renewed_at != acquired, "no beat renewed the lease after the transport error"
         lease.ensure()
         assert flaky.failures == 0 and lease._heartbeat is not None and lease._heartbeat.is_alive()
     assert record(cloud) is None
