@@ -105,10 +105,11 @@ def test_a_caller_whose_clock_runs_130_s_ahead_cannot_take_a_live_lease(cloud: L
 
 
 def test_a_holder_working_longer_than_the_lease_keeps_it_and_a_second_invocation_waits(cloud: LocalCloud) -> None:
-    # Given a holder with a 1 s lease that works for 2.5 s (its heartbeat renews every 1/3 s)
-    with lock(cloud, lease_seconds=1).hold("env") as lease:
-        # When a second invocation waits for 2.5 s (more than two leases)
-        with pytest.raises(LockNotAcquired), lock(cloud, lease_seconds=1, wait_seconds=2.5).hold("env"):
+    # Given a holder with a 4 s lease (its heartbeat renews every 0.8 s; a loaded machine's stalls
+    # stay well below a lease) that works for 9 s
+    with lock(cloud, lease_seconds=4).hold("env") as lease:
+        # When a second invocation waits for 9 s (more than two leases)
+        with pytest.raises(LockNotAcquired), lock(cloud, lease_seconds=4, wait_seconds=9).hold("env"):
             pass
         # Then it never got in, and the holder still holds its lease
         lease.ensure()
