@@ -49,6 +49,20 @@ Pool.create_or_update_pool("etl_pool", 7, "ETL \\u2603 pool", include_deferred=F
 """
 
 
+def seed(backend: AirflowBackend) -> None:
+    """VARIABLES, the `warehouse` connection with its password and `etl_pool`, written by Airflow
+    itself in one process instead of one CLI call each (every Airflow call costs seconds here)."""
+    seeded = subprocess.run(
+        [str(backend.venv / "bin" / "python"), "-c", SEED.format(variables=json.dumps(VARIABLES))],
+        env=backend.environment(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert seeded.returncode == 0, seeded.stderr[-2000:]
+
+
 @dataclass
 class Pair:
     cloud: LocalCloud
@@ -79,16 +93,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         source, source_backend = _environment(cloud, "af3-source")
         target, target_backend = _environment(cloud, "af3-target")
         source_backend.parse_dags()
-        # One process instead of one CLI call each: every Airflow call costs seconds here.
-        seeded = subprocess.run(
-            [str(source_backend.venv / "bin" / "python"), "-c", SEED.format(variables=json.dumps(VARIABLES))],
-            env=source_backend.environment(),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=300,
-        )
-        assert seeded.returncode == 0, seeded.stderr[-2000:]
+        seed(source_backend)
         source.set_paused("reports", False)
         # Airflow 3's `dags test` needs the execution API server; a run marked done is history enough.
         source.trigger_dag("hello", run_id="manual__archived")

@@ -7,7 +7,6 @@ pause before anything is paused, and nothing is deleted."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +23,7 @@ from localcloud.postgres import PostgresServer
 from mwaa_control.composition import airflow_client
 from mwaa_control.metadata.database import open_database
 from mwaa_control.metadata.manifest import Manifest, RestoreReport
-from tests.airflow.test_metadata_rest import SEED, VARIABLES
+from tests.airflow.test_metadata_rest import VARIABLES, seed
 from tests.metadata.compare import decrypt, expected_target, multiset, without_ledger
 from tests.metadata.test_matrix import _detached, _dump, _without_json_task_token
 from tests.workflow.test_pause_resume import (
@@ -85,6 +84,14 @@ def _create(cloud: LocalCloud, vpc: SharedVpc, name: str) -> AirflowBackend:
     backend = cloud.emulator.airflow(cloud.account, cloud.region, name)
     backend.ensure_ready()
     assert backend.release == RELEASE and (backend.db_url or "").startswith("postgresql"), backend.database_url
+    return backend
+
+
+def _create_without_credentials(cloud: LocalCloud, vpc: SharedVpc, name: str) -> AirflowBackend:
+    """An Airflow 3 environment whose workers carry no metadata database credentials."""
+    cloud.emulator.without_worker_credentials.add(name)
+    backend = _create(cloud, vpc, name)
+    assert "DB_SECRETS" not in backend.environment()
     return backend
 
 
@@ -223,9 +230,7 @@ def test_without_worker_credentials_the_export_refuses_the_pause_and_nothing_is_
 ) -> None:
     cloud, vpc, observers = airflow3_cloud
     name = "no-creds-af3"
-    cloud.emulator.without_worker_credentials.add(name)
-    backend = _create(cloud, vpc, name)
-    assert "DB_SECRETS" not in backend.environment()
+    backend = _create_without_credentials(cloud, vpc, name)
     paused_before = _pause_states(backend)
     assert paused_before.get("hello") is False
 
@@ -259,18 +264,8 @@ def test_without_worker_credentials_a_pause_that_accepts_the_rest_path_losses_pa
 ) -> None:
     cloud, vpc, observers = airflow3_cloud
     name = "rest-af3"
-    cloud.emulator.without_worker_credentials.add(name)
-    backend = _create(cloud, vpc, name)
-    assert "DB_SECRETS" not in backend.environment()
-    seeded = subprocess.run(
-        [str(backend.venv / "bin" / "python"), "-c", SEED.format(variables=json.dumps(VARIABLES))],
-        env=backend.environment(),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert seeded.returncode == 0, seeded.stderr[-2000:]
+    backend = _create_without_credentials(cloud, vpc, name)
+    seed(backend)
     paused_before = _pause_states(backend)
     assert paused_before.get("hello") is False
 
@@ -325,8 +320,7 @@ def test_a_rest_path_drain_that_times_out_deletes_nothing_and_unpauses_the_dags(
 ) -> None:
     cloud, vpc, observers = airflow3_cloud
     name = "rest-slow-af3"
-    cloud.emulator.without_worker_credentials.add(name)
-    backend = _create(cloud, vpc, name)
+    backend = _create_without_credentials(cloud, vpc, name)
     airflow = airflow_client(name, mwaa=cloud.client("mwaa"))
     airflow.trigger_dag("hello", run_id="manual__long")
     deadline = time.monotonic() + 120
