@@ -148,3 +148,30 @@ def test_a_failing_upload_fails_the_backup_and_leaves_nothing(
     # Then the store holds nothing, and nothing was uploaded once the backup's files were deleted
     assert not store.occupied(backup_prefix("prod", "b-1"))
     assert store.after_delete == []
+
+
+@pytest.mark.parametrize("linkable", [True, False])
+def test_a_local_store_takes_a_file_once_and_never_over_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, linkable: bool
+) -> None:
+    """A table's file goes into a local store as a hard link where the filesystem allows (no copy),
+    else as a copy; either way the store keeps it after the scratch file is gone, and an existing
+    key is never overwritten."""
+    if not linkable:
+
+        def refuse(*_: Any) -> None:
+            raise OSError(18, "Invalid cross-device link")
+
+        monkeypatch.setattr("mwaa_control.metadata.store.os.link", refuse)
+    store = LocalStore(tmp_path / "store")
+    scratch = tmp_path / "scratch.parquet"
+    scratch.write_bytes(b"first")
+    store.put_file("b/tables/t/part-00000.parquet", scratch)
+    scratch.unlink()
+    kept = tmp_path / "store" / "b" / "tables" / "t" / "part-00000.parquet"
+    assert kept.read_bytes() == b"first"
+    assert kept.stat().st_nlink == 1
+    scratch.write_bytes(b"second")
+    with pytest.raises(FileExistsError):
+        store.put_file("b/tables/t/part-00000.parquet", scratch)
+    assert kept.read_bytes() == b"first"

@@ -25,10 +25,12 @@ from mwaa_control.metadata.errors import SealingError
 from mwaa_control.metadata.manifest import MANIFEST, backup_prefix
 from mwaa_control.metadata.sealing import (
     LOCAL_KEY_ENV,
+    NONCE_BYTES,
     PREFIX,
     LocalKeyMismatch,
     LocalKeyRefused,
     LocalKeyService,
+    Sealer,
     generate_key_file,
 )
 from mwaactl.main import app
@@ -317,3 +319,19 @@ def test_no_argument_of_mwaactl_metadata_takes_a_key_value() -> None:
     # And an attempt to pass a key is a usage error
     done = runner.invoke(app, ["metadata", "list", "--from", "x", "--local-key", base64.b64encode(b"k" * 32).decode()])
     assert done.exit_code == 2
+
+
+def test_values_sealed_together_are_sealed_each_on_its_own() -> None:
+    """`seal_all` (a column's worth at once, as the backup seals the audit log) gives what `seal` gives:
+    each value under its own nonce, bound to its column, opening to the value and its Fernet flag."""
+    sealer = Sealer(os.urandom(32))
+    values = ["", "plain", 'a "quoted", \\ value\n', "é 雪 🙂", "x" * 5000] * 20
+    sealed = sealer.seal_all(values, fernet=True, where="log.extra")
+    assert len(sealed) == len(values) and len(set(sealed)) == len(sealed)
+    nonces = {base64.b64decode(s[len(PREFIX) :])[:NONCE_BYTES] for s in sealed}
+    assert len(nonces) == len(values)
+    assert [sealer.unseal(s, where="log.extra") for s in sealed] == [(v, True) for v in values]
+    assert sealer.unseal(sealer.seal("v", fernet=False, where="variable.val"), where="variable.val") == ("v", False)
+    assert sealer.seal_all([], fernet=False, where="log.extra") == []
+    with pytest.raises(SealingError, match="fails authentication"):
+        sealer.unseal(sealed[0], where="connection.password")

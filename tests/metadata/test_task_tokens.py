@@ -18,6 +18,7 @@ import pytest
 
 from localcloud.airflow.backend import venv_for_release
 from mwaa_control.airflow.values import conf_json
+from mwaa_control.metadata import backup
 from mwaa_control.metadata.backup import BackupEngine, BackupRequest
 from mwaa_control.metadata.database import open_database
 from mwaa_control.metadata.manifest import backup_prefix
@@ -196,3 +197,33 @@ def test_audit_batches_lose_their_task_tokens_and_keep_every_other_value() -> No
     assert stripped[2] == extras[2].replace(TOKEN + "-2", TOKEN_MARKER)  # type: ignore[union-attr]
     unchanged = pa.RecordBatch.from_pydict({"extra": [extras[3]]})
     assert next(stripped_audit_batches(iter([unchanged]), counter)) is unchanged
+
+
+def test_the_buffer_scan_sends_every_batch_holding_a_token_to_the_strip() -> None:
+    """The backup looks for a token once in a batch's data buffer instead of value by value: a batch
+    passes untouched only if no value of it can hold one, whatever slice of the buffer it is."""
+    plain = json.dumps({"host_name": "ip-10-0-0-1", "full_command": "['airflow', 'dags', 'list']"})
+    tokened = json.dumps({"conf": json.dumps(REFERENCE)})
+    column = pa.array([plain, None, plain, tokened, plain, plain], pa.string())
+    assert not backup._may_hold_token(pa.array([plain, None, ""], pa.string()))
+    assert not backup._may_hold_token(pa.array([None, None], pa.string()))
+    assert backup._may_hold_token(column)
+    # a slice without the token shares the buffer of one with it: sent to the per-value check,
+    # which then finds nothing (never the other way round)
+    assert backup._may_hold_token(column.slice(0, 3))
+    assert backup._may_hold_token(column.slice(3, 1))
+    assert backup._may_hold_token(pa.array([pickle.dumps({"task_token": "x"})], pa.binary()))
+    assert not backup._may_hold_token(pa.array([pickle.dumps({"other": "x"})], pa.binary()))
+    assert backup._may_hold_token(pa.array([tokened], pa.large_string()))  # other types: value by value
+    assert not backup._may_hold_token(pa.array([plain], pa.large_string()))
+    batches = [
+        pa.RecordBatch.from_pydict({"extra": column.slice(0, 3)}),
+        pa.RecordBatch.from_pydict({"extra": column.slice(3, 3)}),
+        pa.RecordBatch.from_pydict({"extra": pa.array([plain], pa.string())}),
+    ]
+    counter = [0]
+    out = list(backup._token_batches(iter(batches), "extra", lambda b: stripped_audit_batches(b, counter=counter)))
+    assert counter == [1]
+    assert out[2] is batches[2]
+    values = [v for b in out for v in b.column("extra").to_pylist()]
+    assert values == [plain, None, plain, tokened.replace(TOKEN + "-2", TOKEN_MARKER), plain, plain, plain]

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from mwaa_control.metadata.errors import MetadataError
-from mwaa_control.metadata.schema import Kind, Schema, Table, reflect
+from mwaa_control.metadata.schema import Column, Kind, Schema, Table, reflect
 
 T = TypeVar("T")
 
@@ -436,32 +436,29 @@ def _validity(array: pa.Array) -> pa.Buffer | None:
 
 
 def _hex_to_binary(column: pa.Array) -> pa.Array:
-    """bytea in PostgreSQL's hex output (`\\x` then two digits a byte) to bytes, for the whole column at
-    once: the digits of every value are decoded in one call and the offsets halved."""
+    """bytea read as `encode(value, 'hex')` (two hex digits a byte, no `\\x` prefix, whatever the
+    server's bytea_output) to bytes, for the whole column at once: the digits of every value lie end
+    to end in the column's data buffer, decoded in one call, and the offsets are halved."""
     if len(column) == 0:
         return pa.array([], pa.binary())
-    if not pc.all(pc.starts_with(column, "\\x"), min_count=0).as_py():
-        raise MetadataError("a bytea value is not in hex form (bytea_output must be 'hex')")
-    # `\\x` cannot occur among hex digits, so removing it removes exactly each value's prefix.
-    digits = pc.replace_substring(column.cast(pa.binary()), "\\x", "")
-    prefixes_only = pc.equal(pc.binary_length(digits), pc.subtract(pc.binary_length(column), 2))
-    if not pc.all(prefixes_only, min_count=0).as_py():
-        raise MetadataError("a bytea value holds `\\x` after its prefix: not PostgreSQL's hex form")
-    offsets = _offsets(digits, pa.int32())
-    if pc.any(pc.not_equal(pc.bit_wise_and(offsets, 1), 0)).as_py():
-        raise MetadataError("a bytea value has an odd number of hex digits")
+    validity, count = _validity(column), column.null_count
+    offsets = _offsets(column, pa.int32())
     first, last = offsets[0].as_py(), offsets[-1].as_py()
-    data = digits.buffers()[2]
+    if count and (pc.sum(pc.binary_length(column)).as_py() or 0) != last - first:
+        # Arrow leaves the bytes under a null slot unspecified: empty them, so only digits remain.
+        column = pc.fill_null(column, pa.scalar(b"", column.type))
+        offsets = _offsets(column, pa.int32())
+        first, last = offsets[0].as_py(), offsets[-1].as_py()
+    if pc.any(pc.not_equal(pc.bit_wise_and(pc.binary_length(column), 1), 0)).as_py():
+        raise MetadataError("a bytea value has an odd number of hex digits")
+    data = column.buffers()[2]
     try:
         decoded = binascii.unhexlify(memoryview(data)[first:last] if data is not None else b"")
     except binascii.Error as error:
         raise MetadataError(f"a bytea value is not valid hex: {error}") from error
-    halved = pc.divide(pc.subtract(offsets, first), 2).cast(pa.int32())
+    halved = pc.shift_right(pc.subtract(offsets, first), 1).cast(pa.int32())
     return pa.Array.from_buffers(
-        pa.binary(),
-        len(digits),
-        [_validity(digits), halved.buffers()[1], pa.py_buffer(decoded)],
-        null_count=digits.null_count,
+        pa.binary(), len(column), [validity, halved.buffers()[1], pa.py_buffer(decoded)], null_count=count
     )
 
 
@@ -577,6 +574,17 @@ class _ChunkStream(io.RawIOBase):
         buffer[:size] = self._pending[:size]
         self._pending = self._pending[size:]
         return size
+
+
+def _selected_as_text(column: Column) -> str:
+    """A column as COPY's query selects it: naive timestamps as UTC, bytea as its bare hex digits
+    (`encode(..., 'hex')`: no prefix to strip on the client, and no dependence on bytea_output)."""
+    name = quote(column.name)
+    if column.naive:
+        return f"({name} AT TIME ZONE 'UTC') AS {name}"
+    if column.kind is Kind.BINARY:
+        return f"encode({name}, 'hex') AS {name}"
+    return name
 
 
 def _csv_options(
@@ -729,15 +737,14 @@ class PostgresSession:
         self, table: Table, where: str = "", params: Sequence[Any] = (), block_size: int = CSV_BLOCK
     ) -> Iterator[pa.RecordBatch]:
         schema = table.arrow_schema()
-        columns = ", ".join(
-            f"({quote(c.name)} AT TIME ZONE 'UTC') AS {quote(c.name)}" if c.naive else quote(c.name)
-            for c in table.columns
-        )
+        columns = ", ".join(_selected_as_text(c) for c in table.columns)
         query = f"SELECT {columns} FROM {quote(table.name)} {where}"  # noqa: S608
         if params:
             query = self._bind(query, params)
         csv_types = {
-            c.name: (pa.string() if c.kind is Kind.BINARY else schema.field(c.name).type) for c in table.columns
+            # bytea arrives as hex digits: read as bytes, so Arrow does not check them as UTF-8.
+            c.name: (pa.binary() if c.kind is Kind.BINARY else schema.field(c.name).type)
+            for c in table.columns
         }
         # COPY runs in a thread gathering rows into chunks while Arrow's C++ reader parses the
         # chunks before, so reading from the server and parsing overlap and nothing is spooled to

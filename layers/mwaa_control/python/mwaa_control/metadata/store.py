@@ -3,6 +3,7 @@ written once: a backup id is new for every backup and an existing manifest is ne
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -47,8 +48,18 @@ class LocalStore:
         return path
 
     def put_file(self, key: str, source: Path) -> None:
+        """The file under `key`, never over an existing one. On the same filesystem it is a hard link
+        to `source` (no copy of a table's file): the caller, the backup, deletes its scratch file next
+        and never writes to it again. Elsewhere (another filesystem, or one without hard links) a copy."""
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+            return
+        except FileExistsError:
+            raise
+        except OSError:
+            pass
         with source.open("rb") as src, target.open("xb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
 
