@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from mwaa_control.metadata.database import parquet_batches
 from mwaa_control.metadata.memory import lean_arrow_memory
 
 PROBE = "import mwaa_control.metadata.backup, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
@@ -50,3 +53,26 @@ def test_the_previous_default_is_put_back() -> None:
         assert pa.default_memory_pool().backend_name == "system"
     finally:
         pa.set_memory_pool(before)
+
+
+def test_a_backup_file_is_read_a_row_group_at_a_time(tmp_path: Path) -> None:
+    """Restore, verification and the pre-restore checks read a table's file batch by batch; pyarrow's
+    ParquetFile would pre-buffer every column chunk of it first (the whole 40 MB file here)."""
+    rows = 40_000
+    values = pa.array([os.urandom(1000) for _ in range(rows)], pa.binary())  # incompressible: ~40 MB
+    path = tmp_path / "xcom.parquet"
+    with pq.ParquetWriter(path, pa.schema([("id", pa.int64()), ("value", pa.binary())])) as writer:
+        for start in range(0, rows, 4000):  # ten row groups of ~4 MB, as backups write them
+            ids = pa.array(range(start, start + 4000), pa.int64())
+            writer.write_table(pa.table({"id": ids, "value": values[start : start + 4000]}))
+    assert pq.ParquetFile(path).metadata.num_row_groups == 10
+    before, highest, seen = pa.total_allocated_bytes(), 0, 0
+    for batch in parquet_batches(path, 65_536, 2 << 20):
+        highest = max(highest, pa.total_allocated_bytes() - before)
+        seen += batch.num_rows
+    assert seen == rows
+    assert highest < 12 << 20, f"{highest >> 20} MB of Arrow memory to read a 40 MB file"
+    before, highest = pa.total_allocated_bytes(), 0
+    for _ in pq.ParquetFile(path).iter_batches(batch_size=2000):  # what it would be otherwise
+        highest = max(highest, pa.total_allocated_bytes() - before)
+    assert highest > 30 << 20  # if pyarrow stops pre-buffering by default, this test says so

@@ -29,10 +29,10 @@ from typing import Any, Protocol, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from mwaa_control.metadata.errors import MetadataError
+from mwaa_control.metadata.memory import parquet_reader
 from mwaa_control.metadata.schema import Column, Kind, Schema, Table, reflect
 
 T = TypeVar("T")
@@ -204,7 +204,7 @@ def parquet_batches(
     """A Parquet file's record batches (of `columns`, or all), of at most `max_rows` rows and about
     `max_bytes` decoded: the widest row group's average row (from the file's metadata, uncompressed,
     counting only the columns read) sets the batch length."""
-    parquet = pq.ParquetFile(path)
+    parquet = parquet_reader(path)
     metadata = parquet.metadata
     chosen = None if columns is None else {parquet.schema_arrow.get_field_index(c) for c in columns}
 

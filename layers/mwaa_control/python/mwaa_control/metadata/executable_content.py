@@ -22,9 +22,8 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from mwaa_control.metadata.errors import RestoreRefused
+from mwaa_control.metadata.memory import parquet_reader
 
 # airflow.triggers.temporal.DateTimeTrigger, airflow.providers.amazon.aws.triggers.s3.S3KeyTrigger, ...
 AIRFLOW_TRIGGER = re.compile(
@@ -85,7 +84,7 @@ def log_template_problem(template: object) -> str | None:
 
 
 def _rows(path: Path, columns: list[str]) -> Iterator[dict[str, object]]:
-    parquet = pq.ParquetFile(path)
+    parquet = parquet_reader(path)
     present = [c for c in columns if c in parquet.schema_arrow.names]
     for batch in parquet.iter_batches(columns=present, batch_size=4096):
         yield from batch.to_pylist()

@@ -50,11 +50,10 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pyarrow.parquet as pq
-
 from mwaa_control.metadata import catalog
 from mwaa_control.metadata.catalog import Role
 from mwaa_control.metadata.errors import UnsafePickle
+from mwaa_control.metadata.memory import parquet_reader
 from mwaa_control.metadata.schema import Kind, Table
 
 MAX_PICKLE_BYTES = 64 << 20
@@ -749,7 +748,7 @@ def check_table(table: Table, path: Path) -> int:
     # Most values repeat (every task instance's executor_config is `{}`): a value admitted once is
     # admitted again without loading it, which keeps a million-row table to seconds.
     admitted: set[bytes] = set()
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=CHECK_BATCH_ROWS, columns=naming + binary):
+    for batch in parquet_reader(path).iter_batches(batch_size=CHECK_BATCH_ROWS, columns=naming + binary):
         for column in binary:
             where = f"{table.name}.{column}"
             for row, value in enumerate(batch.column(column).to_pylist()):

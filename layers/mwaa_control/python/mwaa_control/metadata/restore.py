@@ -63,7 +63,7 @@ from mwaa_control.metadata.database import (
 from mwaa_control.metadata.errors import BackupCorrupt, RestoreRefused, SchemaMismatch
 from mwaa_control.metadata.executable_content import check_executable_content
 from mwaa_control.metadata.manifest import RESTORE_LEDGER_EVENT, Manifest, RestoreReport, TableRestore
-from mwaa_control.metadata.memory import with_lean_arrow_memory
+from mwaa_control.metadata.memory import parquet_reader, with_lean_arrow_memory
 from mwaa_control.metadata.schema import ARROW_TYPES, Kind, Schema, Table, canonical, fingerprints
 from mwaa_control.metadata.sealing import PREFIX as SEALED_PREFIX
 from mwaa_control.metadata.sealing import KeyService, Sealer, fernet_from
@@ -786,7 +786,7 @@ def _to_param(table: Table, column: str, values: list[object], dialect: str) -> 
 
 
 def batches_of(path: Path) -> Iterator[pa.RecordBatch]:
-    yield from pq.ParquetFile(path).iter_batches(batch_size=65_536)
+    yield from parquet_reader(path).iter_batches(batch_size=65_536)
 
 
 def _detached_note(schema: Schema, table: str, column: str, count: int) -> str:
